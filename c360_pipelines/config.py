@@ -1,0 +1,279 @@
+"""The user's `c360.yaml`: pydantic models that validate it and say exactly which key is wrong.
+
+A config is loaded once, with `load_config(path)`, and every relative path in it (source files, the
+SQLite warehouse) is resolved against the folder that holds the file, so a project works from any
+working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_ENV_VAR = "C360_CONFIG"
+WAREHOUSE_ENV_VAR = "C360_WAREHOUSE"
+DEFAULT_CONFIG_NAME = "c360.yaml"
+DEFAULT_WAREHOUSE = "sqlite:///.c360/warehouse.db"
+
+# Canonical person fields a source may map. Contact-point fields may take several columns, each of which
+# becomes its own contact point; single-valued fields take the first non-empty column.
+NAME_FIELDS = ("first_name", "middle_name", "last_name", "full_name", "name_suffix")
+ADDRESS_PART_FIELDS = ("address_line1", "address_line2", "city", "region", "postal_code", "country")
+PERSON_FIELDS = (*NAME_FIELDS, "birth_date", "gender", "email", "phone", "address", *ADDRESS_PART_FIELDS)
+MULTI_VALUED_FIELDS = ("email", "phone", "address")
+# Engagement fields with a typed canonical column; any other field name lands in `attributes`.
+ENGAGEMENT_TYPED_FIELDS = ("type", "amount", "currency", "channel", "status")
+
+
+class ConfigError(Exception):
+    """A problem with the user's configuration or sources, phrased for the user: file, source, key, what."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    """How one canonical field is read from a source row.
+
+    Written in YAML as a column name, a list of columns, or a mapping with exactly one of `column`,
+    `columns` or `value`, plus `join` (concatenate the columns) and `format` (date formats, tried in order).
+    """
+
+    columns: tuple[str, ...] = ()
+    value: str | int | float | bool | None = None
+    join: str | None = None
+    format: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            return {"columns": (raw,)}
+        if isinstance(raw, list):
+            return {"columns": tuple(raw)}
+        if isinstance(raw, dict):
+            raw = dict(raw)
+            if "column" in raw:
+                if "columns" in raw:
+                    raise ValueError("give either 'column' or 'columns', not both")
+                raw["columns"] = (raw.pop("column"),)
+            if isinstance(raw.get("format"), str):
+                raw["format"] = (raw["format"],)
+            has_columns, has_value = bool(raw.get("columns")), "value" in raw
+            if has_columns == has_value:
+                raise ValueError("needs exactly one of 'column', 'columns' or 'value'")
+        return raw
+
+    @property
+    def is_constant(self) -> bool:
+        return not self.columns
+
+
+def _column_name(raw: Any) -> Any:
+    return raw if raw is None or isinstance(raw, str) else str(raw)
+
+
+ColumnName = Annotated[str, BeforeValidator(_column_name)]
+
+
+class SourceConfig(_Strict):
+    """One system that sends customer data: where its batches are, and how its columns map to the model."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=63)
+    kind: Literal["person", "engagement"] = "person"
+    format: Literal["csv", "jsonl", "parquet", "sql"] = "csv"
+    path: str | None = None
+    url: str | None = None
+    query: str | None = None
+    table: str | None = None
+    encoding: str | None = None
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    id: ColumnName
+    updated_at: FieldSpec | None = None
+    default_country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    identifiers: dict[str, FieldSpec] = Field(default_factory=dict)
+    # engagement sources only
+    of: str | None = None
+    person_id: ColumnName | None = None
+    occurred_at: FieldSpec | None = None
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> SourceConfig:
+        if self.format == "sql":
+            if not self.url:
+                raise ValueError("a 'sql' source needs 'url'")
+            if bool(self.query) == bool(self.table):
+                raise ValueError("a 'sql' source needs exactly one of 'query' or 'table'")
+        elif not self.path:
+            raise ValueError(f"a '{self.format}' source needs 'path' (a file or a glob)")
+        if self.kind == "person":
+            unknown = sorted(set(self.fields) - set(PERSON_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"unknown canonical field(s) in 'fields': {', '.join(unknown)}; "
+                    f"expected some of: {', '.join(PERSON_FIELDS)}"
+                )
+            for key in ("of", "person_id", "occurred_at"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' is for engagement sources (kind: engagement)")
+        else:
+            if not self.of or not self.person_id:
+                raise ValueError("an engagement source needs 'of' (its person source) and 'person_id'")
+            if self.identifiers:
+                raise ValueError("'identifiers' belong on person sources")
+        for key, spec in self.identifiers.items():
+            if not re.fullmatch(r"[a-z0-9_]+", key):
+                raise ValueError(f"identifier type '{key}' must match [a-z0-9_]+")
+            if spec.is_constant:
+                raise ValueError(f"identifier '{key}' must be read from a column, not a constant value")
+        return self
+
+    def mapped_columns(self) -> dict[str, tuple[str, ...]]:
+        """Every source column the mapping reads, by the config key that reads it (for error messages)."""
+        used: dict[str, tuple[str, ...]] = {"id": (self.id,)}
+        if self.person_id:
+            used["person_id"] = (self.person_id,)
+        for key, spec in (("updated_at", self.updated_at), ("occurred_at", self.occurred_at)):
+            if spec is not None and spec.columns:
+                used[key] = spec.columns
+        for group, specs in (("fields", self.fields), ("identifiers", self.identifiers)):
+            for key, spec in specs.items():
+                if spec.columns:
+                    used[f"{group}.{key}"] = spec.columns
+        return used
+
+
+class C360Config(_Strict):
+    """The whole `c360.yaml`: the warehouse and the sources. `base_dir` is where the file lives."""
+
+    warehouse: str = DEFAULT_WAREHOUSE
+    sources: list[SourceConfig] = Field(min_length=1)
+    base_dir: Path = Path(".")
+    config_path: Path = Path(DEFAULT_CONFIG_NAME)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> C360Config:
+        names = [s.name for s in self.sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        person_sources = {s.name for s in self.sources if s.kind == "person"}
+        for source in self.sources:
+            if source.kind == "engagement" and source.of not in person_sources:
+                raise ValueError(
+                    f"source '{source.name}': 'of: {source.of}' does not name a person source "
+                    f"(person sources: {', '.join(sorted(person_sources)) or 'none'})"
+                )
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise ConfigError(f"{self.config_path}: no source named '{name}'")
+
+    @property
+    def person_sources(self) -> list[SourceConfig]:
+        return [s for s in self.sources if s.kind == "person"]
+
+    @property
+    def state_dir(self) -> Path:
+        """Where c360 keeps its own state (embedded warehouse, Dagster instance): `.c360/` beside the config."""
+        return self.base_dir / ".c360"
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_NAME))
+
+
+def load_config(path: str | Path | None = None) -> C360Config:
+    """Read and validate a `c360.yaml`; every problem is a `ConfigError` naming the file and the key."""
+    config_path = Path(path) if path is not None else default_config_path()
+    if not config_path.is_file():
+        raise ConfigError(
+            f"{config_path}: config file not found (pass --config or set {CONFIG_ENV_VAR})"
+        )
+    try:
+        document = yaml.safe_load(config_path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{config_path}:{where}: malformed YAML: {problem}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{config_path}: not UTF-8 text ({error.reason})") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{config_path}: expected a mapping with 'sources:' at the top level")
+
+    base_dir = config_path.resolve().parent
+    document = {**document, "base_dir": base_dir, "config_path": config_path}
+    try:
+        config = C360Config.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(config_path, document, error)) from None
+    warehouse = os.environ.get(WAREHOUSE_ENV_VAR) or config.warehouse
+    return config.model_copy(update={"warehouse": resolve_sqlite_url(warehouse, base_dir)})
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> str:
+    """Make a relative SQLite path relative to the config's folder (and create that folder)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite://" or url.startswith("sqlite:////"):
+        return url
+    relative = url[len(prefix):]
+    if relative in ("", ":memory:"):
+        return url
+    path = (base_dir / relative).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"{prefix}{path}"
+
+
+def _describe_validation_error(path: Path, document: dict[str, Any], error: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for problem in error.errors():
+        lines.append(f"  {_location(document, problem['loc'])}: {_message(problem)}")
+    return "\n".join(lines)
+
+
+def _location(document: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    node: Any = document
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            parts[-1] += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if index == 1 and loc[0] == "sources" and isinstance(node, dict) and node.get("name"):
+                parts[-1] += f" ({node['name']})"
+            continue
+        if part in ("function-after[_check_shape()]", "function-before[_from_shorthand()]"):
+            continue
+        if part.startswith(("function-", "constrained-", "literal[")):
+            continue
+        parts.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def _message(problem: dict[str, Any]) -> str:
+    message = str(problem["msg"])
+    message = message.removeprefix("Value error, ")
+    if problem["type"] == "extra_forbidden":
+        return "unknown key"
+    if problem["type"] == "missing":
+        return "required key is missing"
+    if "input" in problem and problem["type"] not in ("value_error",) and not isinstance(
+        problem["input"], (dict, list)
+    ):
+        message += f" (got {problem['input']!r})"
+    return message

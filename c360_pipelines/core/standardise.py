@@ -1,0 +1,296 @@
+"""Stage 1 of the core: turn raw source text into standard forms, one vectorised function per kind of value.
+
+Every function takes pandas Series of raw text and returns Series or DataFrames aligned to the input index;
+none of them raise on bad values (a value that does not parse comes back empty, with a flag where the model
+has one). The expensive parsers (libphonenumber, usaddress, nameparser, dateutil) run once per distinct
+value after cheap formatting noise is folded away, which is what keeps staging fast at a million rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import nameparser
+import numpy as np
+import pandas as pd
+import phonenumbers
+import pycountry
+import usaddress
+from scourgify import address_constants as usps
+
+_EMAIL_PATTERN = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+_GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
+
+
+def blank_to_na(values: pd.Series) -> pd.Series:
+    """Trim and collapse white space; empty strings become missing."""
+    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    return text.mask(text == "")
+
+
+def on_distinct(values: pd.Series, parse: Callable[[pd.Series], pd.DataFrame | pd.Series]) -> pd.DataFrame:
+    """Apply an expensive `parse` to each distinct non-missing value once, and spread the result back."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    parsed = parse(pd.Series(uniques, dtype="object"))
+    frame = parsed.to_frame() if isinstance(parsed, pd.Series) else parsed
+    frame = frame.reset_index(drop=True)
+    empty_row = pd.DataFrame({column: [pd.NA] for column in frame.columns}).astype(frame.dtypes.to_dict(), errors="ignore")
+    padded = pd.concat([frame, empty_row], ignore_index=True)
+    positions = np.where(codes < 0, len(frame), codes)
+    result = padded.iloc[positions].reset_index(drop=True)
+    result.index = values.index
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- email
+
+
+def standardise_emails(raw: pd.Series) -> pd.DataFrame:
+    """email (trimmed, lower case), email_key (gmail dots and +tags folded), domain, is_valid."""
+    email = blank_to_na(raw).str.lower()
+    is_valid = email.str.fullmatch(_EMAIL_PATTERN).fillna(False).astype(bool)
+    parts = email.str.rsplit("@", n=1, expand=True).reindex(columns=[0, 1])
+    local, domain = parts[0].astype("string"), parts[1].astype("string")
+    local = local.str.replace(r"\+.*$", "", regex=True)
+    is_gmail = domain.isin(_GMAIL_DOMAINS)
+    local = local.mask(is_gmail, local.str.replace(".", "", regex=False))
+    domain_key = domain.mask(is_gmail, "gmail.com")
+    key = (local + "@" + domain_key).where(is_valid)
+    return pd.DataFrame(
+        {"email": email, "email_key": key, "domain": domain.where(is_valid), "is_valid": is_valid},
+        index=raw.index,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- phone
+
+_PHONE_TYPES = {value: name.lower() for name, value in vars(phonenumbers.PhoneNumberType).items() if name.isupper()}
+
+
+def standardise_phones(raw: pd.Series, default_region: str) -> pd.DataFrame:
+    """phone_e164, extension, phone_region, phone_type and is_valid, parsed with libphonenumber.
+
+    Numbers that differ only in punctuation and spacing share one parse: the parse key is the digits (with a
+    leading + kept), unless the text has letters (an extension such as `x12`, or a vanity number).
+    """
+    text = blank_to_na(raw)
+    has_letters = text.str.contains(r"[A-Za-z]", regex=True).fillna(False)
+    digits = text.str.replace(r"[^\d]", "", regex=True)
+    plus = text.str.startswith("+").fillna(False)
+    key = digits.mask(plus, "+" + digits).mask(has_letters, text)
+    key = key.mask(key == "")
+    parsed = on_distinct(key, lambda keys: pd.DataFrame([_parse_phone(k, default_region) for k in keys]))
+    parsed["is_valid"] = parsed["is_valid"].astype("boolean").fillna(False).astype(bool)
+    return parsed
+
+
+def _parse_phone(text: str, region: str) -> dict[str, object]:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return {"phone_e164": None, "extension": None, "phone_region": None, "phone_type": None, "is_valid": False}
+    return {
+        "phone_e164": phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        "extension": number.extension,
+        "phone_region": phonenumbers.region_code_for_number(number),
+        "phone_type": _PHONE_TYPES.get(phonenumbers.number_type(number)),
+        "is_valid": phonenumbers.is_valid_number(number),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def clean_name(raw: pd.Series) -> pd.Series:
+    """Trim, collapse spaces, drop stray punctuation; ALL CAPS or all lower case becomes Title Case."""
+    text = blank_to_na(raw).str.replace(r"^[\s.,;]+|[\s,;]+$", "", regex=True)
+    text = text.mask(text == "")
+    single_case = (text == text.str.upper()) | (text == text.str.lower())
+    return text.mask(single_case.fillna(False), text.str.title())
+
+
+def name_norm(names: pd.Series) -> pd.Series:
+    """Fold a name for matching: accents removed, lower case, letters only (O'Brien-Smith -> obriensmith)."""
+    ascii_text = names.astype("string").str.normalize("NFKD").str.encode("ascii", "ignore").str.decode("ascii")
+    folded = ascii_text.astype("string").str.lower().str.replace(r"[^a-z]", "", regex=True)
+    return folded.mask(folded == "")
+
+
+def parse_full_names(raw: pd.Series) -> pd.DataFrame:
+    """Split one-field names ("Dr. Mary Ann O'Neil Jr", "Smith, John") into first, middle, last and suffix."""
+    return on_distinct(blank_to_na(raw), lambda names: pd.DataFrame([_split_name(n) for n in names]))
+
+
+def _split_name(text: str) -> dict[str, str | None]:
+    name = nameparser.HumanName(text)
+    return {
+        "first_name": name.first or None,
+        "middle_name": name.middle or None,
+        "last_name": name.last or None,
+        "name_suffix": name.suffix or None,
+    }
+
+
+_GENDERS = {
+    "f": "F", "female": "F", "w": "F", "woman": "F",
+    "m": "M", "male": "M", "man": "M",
+    "x": "X", "other": "X", "nonbinary": "X", "non-binary": "X", "diverse": "X",
+}
+
+
+def standardise_gender(raw: pd.Series) -> pd.Series:
+    return blank_to_na(raw).str.lower().map(_GENDERS).astype("string")
+
+
+# ---------------------------------------------------------------------------------------------- dates
+
+
+def parse_datetimes(raw: pd.Series, formats: Sequence[str] = ()) -> pd.Series:
+    """Parse with the declared formats in order; with none declared, ISO 8601 then anything dateutil reads.
+
+    Time-zone-aware values are converted to UTC; the result is naive UTC. Unparseable values are NaT.
+    """
+    text = blank_to_na(raw)
+    result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    attempts: list[dict[str, object]] = [{"format": f} for f in formats] or [{"format": "ISO8601"}, {"format": "mixed"}]
+    for attempt in attempts:
+        pending = result.isna() & text.notna()
+        if not pending.any():
+            break
+        parsed = pd.to_datetime(text[pending], errors="coerce", utc=True, **attempt)  # type: ignore[call-overload]
+        result.loc[pending] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    return result
+
+
+def parse_birth_dates(raw: pd.Series, formats: Sequence[str] = (), today: pd.Timestamp | None = None) -> pd.DataFrame:
+    """birth_date and birth_date_valid; impossible dates (Feb 30, the future, before 1875) are invalid."""
+    text = blank_to_na(raw)
+    parsed = on_distinct(text, lambda values: parse_datetimes(values, formats).rename("parsed"))["parsed"]
+    parsed = pd.to_datetime(parsed)
+    today = today or pd.Timestamp.now().normalize()
+    plausible = (parsed >= pd.Timestamp("1875-01-01")) & (parsed <= today)
+    birth_date = parsed.where(plausible).dt.date
+    return pd.DataFrame(
+        {
+            "birth_date": birth_date.astype("object").where(plausible, None),
+            "birth_date_valid": plausible.where(text.notna()).astype("boolean"),
+        },
+        index=raw.index,
+    )
+
+
+def parse_amounts(raw: pd.Series) -> pd.Series:
+    """Read money amounts: currency signs, thousands separators and spaces are removed."""
+    text = blank_to_na(raw).str.replace(r"[^\d.\-]", "", regex=True)
+    return pd.to_numeric(text, errors="coerce")
+
+
+# ---------------------------------------------------------------------------------------------- addresses
+
+_STREET_TYPES = {k.upper(): v.upper() for k, v in usps.STREET_TYPE_ABBREVIATIONS.items()}
+_DIRECTIONALS = {k.upper(): v.upper() for k, v in usps.DIRECTIONAL_REPLACEMENTS.items()}
+_OCCUPANCY = {k.upper(): v.upper() for k, v in usps.OCCUPANCY_TYPE_ABBREVIATIONS.items()}
+_STATES = {k.upper(): v.upper() for k, v in usps.STATE_ABBREVIATIONS.items()}
+_LINE_WORDS = {**_STREET_TYPES, **_DIRECTIONALS, **_OCCUPANCY}
+_LINE_WORD_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _LINE_WORDS), key=len, reverse=True)) + r")\b")
+
+
+def fold_address_line(raw: pd.Series) -> pd.Series:
+    """Upper case, punctuation removed, USPS Pub 28 abbreviations: '12 North Main Street, Apt. 4' -> '12 N MAIN ST APT 4'."""
+    text = blank_to_na(raw).str.upper().str.replace(r"[.,;:]", " ", regex=True)
+    text = text.str.replace(r"#\s*", "# ", regex=True).str.replace(r"\s+", " ", regex=True).str.strip()
+    folded = on_distinct(text, lambda lines: lines.map(lambda line: _LINE_WORD_PATTERN.sub(_abbreviate, line)))
+    return folded.iloc[:, 0].astype("string")
+
+
+def _abbreviate(match: re.Match[str]) -> str:
+    return _LINE_WORDS[match.group(1)]
+
+
+def standardise_city(raw: pd.Series) -> pd.Series:
+    return blank_to_na(raw).str.upper().str.replace(r"[.,]", "", regex=True)
+
+
+def standardise_region(raw: pd.Series) -> pd.Series:
+    """US state names and variants become their 2-letter code; other regions are upper-cased."""
+    text = blank_to_na(raw).str.upper().str.replace(".", "", regex=False).str.strip()
+    return text.map(lambda value: _STATES.get(value, value) if isinstance(value, str) else value).astype("string")
+
+
+def standardise_postal_code(raw: pd.Series, country: pd.Series) -> pd.Series:
+    """US ZIP codes as 5 digits (ZIP+4 cut, a leading zero lost by a spreadsheet restored); others upper case."""
+    text = blank_to_na(raw).str.upper()
+    digits = text.str.replace(r"[^\d]", "", regex=True)
+    is_us = country.fillna("US").eq("US")
+    us_zip = digits.where(digits.str.len().isin([4, 5, 9])).str.slice(0, 5).str.zfill(5)
+    us_zip = us_zip.mask(digits.str.len() == 9, digits.str.slice(0, 5))
+    return text.mask(is_us, us_zip).astype("string")
+
+
+def standardise_country(raw: pd.Series, default: str) -> pd.Series:
+    """ISO 3166 alpha-2 from codes or names ('USA', 'United States', 'us'); the source default when empty."""
+    text = blank_to_na(raw)
+    codes = on_distinct(text, lambda names: names.map(_country_code)).iloc[:, 0].astype("string")
+    return codes.mask(text.isna(), default)
+
+
+@lru_cache(maxsize=4096)
+def _country_code(name: str) -> str | None:
+    aliases = {"UK": "GB", "ENGLAND": "GB", "SCOTLAND": "GB", "WALES": "GB", "U.S.": "US", "U.S.A.": "US"}
+    key = name.strip().upper()
+    if key in aliases:
+        return aliases[key]
+    try:
+        return pycountry.countries.lookup(key).alpha_2
+    except LookupError:
+        return None
+
+
+_ADDRESS_LABELS = {
+    "line1": (
+        "AddressNumberPrefix", "AddressNumber", "AddressNumberSuffix", "StreetNamePreModifier",
+        "StreetNamePreDirectional", "StreetNamePreType", "StreetName", "StreetNamePostType",
+        "StreetNamePostDirectional", "StreetNamePostModifier", "USPSBoxType", "USPSBoxID",
+        "USPSBoxGroupType", "USPSBoxGroupID", "BuildingName", "LandmarkName", "CornerOf",
+        "IntersectionSeparator", "SecondStreetName", "SecondStreetNamePostType",
+    ),
+    "line2": ("OccupancyType", "OccupancyIdentifier", "SubaddressType", "SubaddressIdentifier"),
+    "city": ("PlaceName",),
+    "region": ("StateName",),
+    "postal_code": ("ZipCode",),
+    "country": ("CountryName",),
+}
+
+
+def parse_one_line_addresses(raw: pd.Series) -> pd.DataFrame:
+    """Split '12 Main St Apt 4, Springfield, IL 62704' into line1, line2, city, region, postal_code, country.
+
+    Uses usaddress (a CRF model of US addresses); is_parsed is False when it finds no street line.
+    """
+    return on_distinct(blank_to_na(raw), lambda lines: pd.DataFrame([_split_address(line) for line in lines]))
+
+
+def _split_address(text: str) -> dict[str, object]:
+    try:
+        tagged, _ = usaddress.tag(text)
+    except usaddress.RepeatedLabelError as error:
+        tagged = {}
+        for token, label in error.parsed_string:
+            tagged[label] = f"{tagged[label]} {token}" if label in tagged else token
+    parts: dict[str, object] = {}
+    for part, labels in _ADDRESS_LABELS.items():
+        words = [str(tagged[label]).strip(" ,") for label in labels if label in tagged]
+        parts[part] = " ".join(w for w in words if w) or None
+    parts["is_parsed"] = parts["line1"] is not None
+    return parts
+
+
+def standardise_identifiers(raw: pd.Series) -> pd.Series:
+    """Upper case with spaces, dots and dashes removed, so 'ab-12 34' and 'AB1234' are the same identifier."""
+    text = blank_to_na(raw).str.upper().str.replace(r"[\s.\-]", "", regex=True)
+    return text.mask(text == "")

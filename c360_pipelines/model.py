@@ -1,0 +1,246 @@
+"""The canonical customer model, in the spirit of Salesforce's Cloud Information Model.
+
+Each pydantic class here is one warehouse table. The class is the single source of truth: the SQL tables
+(`TABLES`), the column order of every frame written to them, and the reference in `docs/tables.md` are all
+derived from it. Every canonical table also exists as `staged_<name>`, which holds every batch ever staged;
+the canonical table holds the current version of each source record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+import typing
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+
+
+class _Row(BaseModel):
+    """Columns that tie a canonical row to the exact source row it came from."""
+
+    source: str = Field(description="Name of the source in c360.yaml.")
+    batch_id: str = Field(description="The batch (landed file or SQL pull) the row came from.")
+    row_number: int = Field(description="1-based row number of the source row within its batch.")
+
+
+class _PersonRow(_Row):
+    source_record_id: str = Field(description="The source's own key for the person record.")
+
+
+class Individual(_PersonRow):
+    """One row per source record of a person: names, birth date and when the source last changed it."""
+
+    updated_at: dt.datetime | None = Field(None, description="When the record last changed in the source.")
+    updated_at_raw: str | None = Field(None, description="`updated_at` exactly as the source sent it.")
+    first_name: str | None = Field(None, description="Given name, cleaned (whitespace, case).")
+    middle_name: str | None = Field(None, description="Middle name(s), cleaned.")
+    last_name: str | None = Field(None, description="Family name, cleaned.")
+    name_suffix: str | None = Field(None, description="Jr, Sr, III, ...")
+    first_name_norm: str | None = Field(None, description="Given name folded for matching: lower ASCII letters.")
+    last_name_norm: str | None = Field(None, description="Family name folded for matching: lower ASCII letters.")
+    first_name_raw: str | None = Field(None, description="Given name as sent.")
+    last_name_raw: str | None = Field(None, description="Family name as sent.")
+    full_name_raw: str | None = Field(None, description="One-field name as sent, when the source has one.")
+    birth_date: dt.date | None = Field(None, description="Date of birth; empty when it did not parse.")
+    birth_date_raw: str | None = Field(None, description="Date of birth as sent.")
+    birth_date_valid: bool | None = Field(None, description="False when a birth date was sent but did not parse.")
+    gender: str | None = Field(None, description="F, M or X; empty when unknown.")
+    gender_raw: str | None = Field(None, description="Gender as sent.")
+    loaded_at: dt.datetime = Field(description="When c360 staged the row.")
+
+
+class ContactPointEmail(_PersonRow):
+    """Every email address a source record carries, one row each."""
+
+    source_column: str = Field(description="The source column it was read from.")
+    email_raw: str = Field(description="The address as sent.")
+    email: str | None = Field(None, description="Trimmed and lower-cased.")
+    email_key: str | None = Field(
+        None, description="Matching key: gmail dots and `+tags` folded, so a.b+shop@gmail.com = ab@gmail.com."
+    )
+    domain: str | None = Field(None, description="The part after @.")
+    is_valid: bool = Field(description="Whether the address is syntactically valid (WHATWG rules).")
+
+
+class ContactPointPhone(_PersonRow):
+    """Every phone number a source record carries, parsed with Google's libphonenumber."""
+
+    source_column: str = Field(description="The source column it was read from.")
+    phone_raw: str = Field(description="The number as sent.")
+    phone_e164: str | None = Field(None, description="E.164 form (+15551234567) when it could be parsed.")
+    extension: str | None = Field(None, description="Extension, when one was given.")
+    phone_region: str | None = Field(None, description="ISO country of the number.")
+    phone_type: str | None = Field(None, description="mobile, fixed_line, fixed_line_or_mobile, toll_free, voip, ...")
+    is_valid: bool = Field(description="Whether libphonenumber considers it a valid, assigned number.")
+
+
+class ContactPointAddress(_PersonRow):
+    """Every postal address a source record carries, split into parts with USPS abbreviations folded."""
+
+    source_column: str = Field(description="The source column(s) it was read from.")
+    address_raw: str = Field(description="The address as sent (parts joined with ', ').")
+    line1: str | None = Field(None, description="Street line, upper case, USPS Pub 28 abbreviations (ST, AVE, N).")
+    line2: str | None = Field(None, description="Unit line (APT 4, STE 200).")
+    city: str | None = Field(None, description="City, upper case.")
+    region: str | None = Field(None, description="State or region; US states as 2-letter codes.")
+    postal_code: str | None = Field(None, description="Postal code; US ZIP codes as 5 digits.")
+    country: str | None = Field(None, description="ISO 3166 alpha-2 country.")
+    is_parsed: bool = Field(description="False when a one-line address could not be split into parts.")
+
+
+class PartyIdentification(_PersonRow):
+    """Identifiers a person holds in some system (loyalty number, customer number, tax ID)."""
+
+    identification_type: str = Field(description="The identifier type named in c360.yaml (e.g. loyalty_number).")
+    identifier_raw: str = Field(description="The identifier as sent.")
+    identifier: str = Field(description="Upper case, spaces and dashes removed.")
+
+
+class Engagement(_Row):
+    """Interactions rather than people: orders, tickets, visits; each points at a person record."""
+
+    engagement_id: str = Field(description="The source's key for the interaction.")
+    person_source: str = Field(description="The person source the interaction belongs to (`of`).")
+    person_record_id: str = Field(description="Key of the person record in `person_source`.")
+    engagement_type: str = Field(description="order, ticket, visit, ...: the `type` field, else the source name.")
+    occurred_at: dt.datetime | None = Field(None, description="When it happened.")
+    occurred_at_raw: str | None = Field(None, description="`occurred_at` as sent.")
+    amount: float | None = Field(None, description="Monetary amount, when there is one.")
+    amount_raw: str | None = Field(None, description="Amount as sent.")
+    currency: str | None = Field(None, description="ISO 4217 code, upper case.")
+    channel: str | None = Field(None, description="web, store, phone, email, ...")
+    status: str | None = Field(None, description="Status in the source system (open, closed, shipped, ...).")
+    attributes: str | None = Field(None, description="Every mapped field as sent, as a JSON object.")
+    loaded_at: dt.datetime = Field(description="When c360 staged the row.")
+
+
+class RawRecord(_Row):
+    """Every readable row of every batch exactly as the source sent it: the landing zone."""
+
+    record: str = Field(description="The row as a JSON object of column name to text value.")
+
+
+class QuarantinedRow(BaseModel):
+    """A row c360 could not use, kept with the reason so that nothing a source sent is lost."""
+
+    source: str = Field(description="Name of the source.")
+    batch_id: str = Field(description="The batch it came from.")
+    row_number: int | None = Field(None, description="Row number within the batch, when known.")
+    stage: str = Field(description="extract (could not be read) or stage (could not be mapped).")
+    reason: str = Field(description="Why the row was set aside.")
+    raw: str = Field(description="The row as sent: a JSON object, or the unreadable text.")
+    quarantined_at: dt.datetime = Field(description="When it was set aside.")
+
+
+class Batch(BaseModel):
+    """The ledger of batches: what was landed, when, and how its rows were accounted for."""
+
+    source: str = Field(description="Name of the source.")
+    batch_id: str = Field(description="Partition key of the batch.")
+    seq: int = Field(description="Order in which batches of a source arrived; later wins ties.")
+    location: str = Field(description="File path, or the SQL query, that the batch was read from.")
+    fingerprint: str = Field(description="Size and modification time of a file, or count and max(updated) of a pull.")
+    rows_read: int | None = Field(None, description="Rows the source sent in the batch.")
+    rows_landed: int | None = Field(None, description="Rows landed in raw_record.")
+    rows_staged: int | None = Field(None, description="Rows staged into the canonical tables.")
+    rows_quarantined: int | None = Field(None, description="Rows set aside in quarantine, at any stage.")
+    extracted_at: dt.datetime | None = Field(None, description="When the batch was landed.")
+    staged_at: dt.datetime | None = Field(None, description="When the batch was last staged.")
+
+
+CANONICAL_MODELS: dict[str, type[BaseModel]] = {
+    "individual": Individual,
+    "contact_point_email": ContactPointEmail,
+    "contact_point_phone": ContactPointPhone,
+    "contact_point_address": ContactPointAddress,
+    "party_identification": PartyIdentification,
+    "engagement": Engagement,
+}
+PERSON_TABLES = tuple(name for name in CANONICAL_MODELS if name != "engagement")
+LEDGER_MODELS: dict[str, type[BaseModel]] = {
+    "raw_record": RawRecord,
+    "quarantine": QuarantinedRow,
+    "batch": Batch,
+}
+
+
+def staged_table_name(canonical: str) -> str:
+    return f"staged_{canonical}"
+
+
+def columns_of(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def datetime_columns(model: type[BaseModel]) -> list[str]:
+    return [name for name, field in model.model_fields.items() if _base_type(field.annotation) is dt.datetime]
+
+
+def date_columns(model: type[BaseModel]) -> list[str]:
+    return [name for name, field in model.model_fields.items() if _base_type(field.annotation) is dt.date]
+
+
+def _base_type(annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+_SQL_TYPES: dict[Any, sa.types.TypeEngine[Any]] = {
+    str: sa.Text(),
+    int: sa.BigInteger(),
+    float: sa.Float(),
+    bool: sa.Boolean(),
+    dt.date: sa.Date(),
+    dt.datetime: sa.DateTime(),
+}
+
+_INDEXES: dict[str, list[tuple[str, ...]]] = {
+    "individual": [("source", "source_record_id")],
+    "contact_point_email": [("source", "source_record_id"), ("email_key",)],
+    "contact_point_phone": [("source", "source_record_id"), ("phone_e164",)],
+    "contact_point_address": [("source", "source_record_id"), ("postal_code",)],
+    "party_identification": [("source", "source_record_id"), ("identification_type", "identifier")],
+    "engagement": [("person_source", "person_record_id"), ("source", "engagement_id")],
+    "raw_record": [("source", "batch_id")],
+    "quarantine": [("source", "batch_id")],
+}
+
+
+def _table(metadata: sa.MetaData, name: str, model: type[BaseModel], indexes: list[tuple[str, ...]]) -> sa.Table:
+    columns = [
+        sa.Column(
+            field_name,
+            _SQL_TYPES[_base_type(field.annotation)],
+            nullable=not field.is_required(),
+            comment=field.description,
+        )
+        for field_name, field in model.model_fields.items()
+    ]
+    table = sa.Table(name, metadata, *columns, comment=(model.__doc__ or "").strip())
+    for index_columns in indexes:
+        sa.Index(f"ix_{name}__{'__'.join(index_columns)}", *(table.c[c] for c in index_columns))
+    return table
+
+
+def _build_metadata() -> sa.MetaData:
+    metadata = sa.MetaData()
+    for name, model in CANONICAL_MODELS.items():
+        _table(metadata, name, model, _INDEXES.get(name, []))
+        _table(metadata, staged_table_name(name), model, [("source", "batch_id")])
+    for name, model in LEDGER_MODELS.items():
+        table = _table(metadata, name, model, _INDEXES.get(name, []))
+        if name == "batch":
+            table.append_constraint(sa.PrimaryKeyConstraint("source", "batch_id"))
+    return metadata
+
+
+METADATA = _build_metadata()
+TABLES: dict[str, sa.Table] = dict(METADATA.tables)
+MODELS: dict[str, type[BaseModel]] = {
+    **CANONICAL_MODELS,
+    **{staged_table_name(n): m for n, m in CANONICAL_MODELS.items()},
+    **LEDGER_MODELS,
+}

@@ -1,0 +1,158 @@
+"""The warehouse: every c360 table behind one SQLAlchemy URL (SQLite by default, PostgreSQL in production).
+
+Writes are batch-scoped and transactional: `replace_rows` deletes what a batch wrote before and inserts its
+new rows in one transaction, which is what makes re-materialising a partition idempotent. Bulk inserts use
+each backend's fast path (executemany on SQLite, COPY on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from c360_pipelines.config import ConfigError
+from c360_pipelines.model import MODELS, TABLES, columns_of, date_columns, datetime_columns
+
+
+@lru_cache(maxsize=16)
+def _engine(url: str) -> sa.Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": 60})
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
+        raise ConfigError(f"key 'warehouse': cannot use '{_redact(url)}': {error}") from None
+    return engine
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Reads and writes c360's tables in the warehouse at `url` (any SQLAlchemy URL)."""
+
+    url: str
+
+    @property
+    def engine(self) -> sa.Engine:
+        return _engine(self.url)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def ensure_tables(self) -> None:
+        """Create every c360 table and index that does not exist yet."""
+        try:
+            with self.engine.begin() as connection:
+                for table in TABLES.values():
+                    table.create(connection, checkfirst=True)
+        except sa.exc.OperationalError as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise ConfigError(f"key 'warehouse': cannot reach {_redact(self.url)}: {reason}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as connection:
+            yield connection
+
+    def replace_rows(
+        self, table: str, frame: pd.DataFrame, where: Mapping[str, Any], connection: sa.Connection | None = None
+    ) -> int:
+        """Delete the rows matching `where`, then insert `frame`, in one transaction. Returns rows inserted."""
+        if connection is None:
+            with self.transaction() as own:
+                return self.replace_rows(table, frame, where, own)
+        target = TABLES[table]
+        clause = sa.and_(*(target.c[column] == value for column, value in where.items()))
+        connection.execute(target.delete().where(clause))
+        return self.insert_rows(table, frame, connection)
+
+    def insert_rows(self, table: str, frame: pd.DataFrame, connection: sa.Connection) -> int:
+        if frame.empty:
+            return 0
+        columns = columns_of(MODELS[table])
+        rows = _python_rows(frame.reindex(columns=columns), table)
+        if connection.dialect.name == "postgresql":
+            raw = connection.connection.driver_connection
+            with raw.cursor() as cursor:
+                column_list = ", ".join(f'"{c}"' for c in columns)
+                with cursor.copy(f'COPY "{table}" ({column_list}) FROM STDIN') as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        else:
+            placeholders = ", ".join("?" for _ in columns)
+            column_list = ", ".join(f'"{c}"' for c in columns)
+            connection.exec_driver_sql(
+                f'INSERT INTO "{table}" ({column_list}) VALUES ({placeholders})', list(rows)
+            )
+        return len(frame)
+
+    def execute(self, statement: str | sa.Executable, params: Mapping[str, Any] | None = None) -> None:
+        with self.transaction() as connection:
+            connection.execute(sa.text(statement) if isinstance(statement, str) else statement, params or {})
+
+    def read_frame(self, query: str | sa.Executable, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        with self.engine.connect() as connection:
+            statement = sa.text(query) if isinstance(query, str) else query
+            return pd.read_sql(statement, connection, params=dict(params or {}))
+
+    def scalar(self, query: str, params: Mapping[str, Any] | None = None) -> Any:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.text(query), dict(params or {})).scalar()
+
+    def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
+        target = TABLES[table]
+        statement = sa.select(sa.func.count()).select_from(target)
+        for column, value in (where or {}).items():
+            statement = statement.where(target.c[column] == value)
+        with self.engine.connect() as connection:
+            return int(connection.execute(statement).scalar_one())
+
+
+def _python_rows(frame: pd.DataFrame, table: str) -> Iterator[tuple[Any, ...]]:
+    """Rows of plain Python values (None for missing), which both DB drivers bind without adapters."""
+    model = MODELS[table]
+    timestamp_columns = set(datetime_columns(model))
+    day_columns = set(date_columns(model))
+    values: list[Sequence[Any]] = []
+    for column in frame.columns:
+        series = frame[column]
+        if column in timestamp_columns:
+            stamps = pd.to_datetime(series, errors="coerce")
+            values.append([None if pd.isna(v) else v.to_pydatetime() for v in stamps])
+        elif column in day_columns:
+            values.append([_as_date(v) for v in series])
+        else:
+            values.append(series.astype(object).where(series.notna(), None).tolist())
+    return zip(*values, strict=True)
+
+
+def _as_date(value: Any) -> dt.date | None:
+    if value is None or (not isinstance(value, dt.date) and pd.isna(value)):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return pd.Timestamp(value).date()
