@@ -271,8 +271,10 @@ def _shop(people: list[Person], w: _Writer, out: Path) -> None:
                            f"{rng.uniform(5, 400):.2f}", "USD", rng.choice(["paid", "shipped", "refunded"])])
     (out / "shop").mkdir(parents=True, exist_ok=True)
     with open(out / "shop" / "customers.jsonl", "w", encoding="utf-8") as handle:
-        for customer in customers:
+        for index, customer in enumerate(customers):
             handle.write(json.dumps(customer) + "\n")
+            if index == len(customers) // 2:
+                handle.write('{"customer_id": "C-TRUNCATED", "name": "Half a li\n')  # a line cut off mid-write
     _write_csv(out / "shop" / "orders.csv", ["order_id", "customer_id", "ordered_at", "total_amount", "currency", "status"], orders)
 
 
@@ -290,6 +292,9 @@ def _support(people: list[Person], w: _Writer, out: Path) -> None:
                          rng.choice(["open", "closed", "closed", "pending"]),
                          f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(8, 20):02d}:00:00"])
             w.record("support", ticket_id, person)
+    # What real exports contain too: a ticket without its key, and a row broken by an unquoted comma.
+    rows.append(["", "Unknown Caller", "", "", "Voicemail with no ticket number", "open", "2024-03-03T10:00:00"])
+    rows.append(["T9999999", "Broken, Row", "x@example.org", "", "Subject, with comma", "open", "2024-03-04T10:00:00", "extra"])
     _write_csv(out / "support" / "tickets.csv",
                ["ticket_id", "requester_name", "requester_email", "requester_phone", "subject", "status", "created_at"], rows)
 

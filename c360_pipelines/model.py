@@ -198,7 +198,7 @@ _SQL_TYPES: dict[Any, sa.types.TypeEngine[Any]] = {
 }
 
 _INDEXES: dict[str, list[tuple[str, ...]]] = {
-    "individual": [("source", "source_record_id")],
+    "individual": [("source", "source_record_id"), ("source", "batch_id", "row_number")],
     "contact_point_email": [("source", "source_record_id"), ("email_key",)],
     "contact_point_phone": [("source", "source_record_id"), ("phone_e164",)],
     "contact_point_address": [("source", "source_record_id"), ("postal_code",)],
@@ -229,7 +229,7 @@ def _build_metadata() -> sa.MetaData:
     metadata = sa.MetaData()
     for name, model in CANONICAL_MODELS.items():
         _table(metadata, name, model, _INDEXES.get(name, []))
-        _table(metadata, staged_table_name(name), model, [("source", "batch_id")])
+        _table(metadata, staged_table_name(name), model, [("source", "batch_id", "row_number")])
     for name, model in LEDGER_MODELS.items():
         table = _table(metadata, name, model, _INDEXES.get(name, []))
         if name == "batch":

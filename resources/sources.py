@@ -260,19 +260,22 @@ class SqlReader:
     def _fetch(self) -> pd.DataFrame:
         try:
             engine = sa.create_engine(self.source.url or "")
-            with engine.connect() as connection:
-                frame = pd.read_sql(self._select(), connection)
-            engine.dispose()
-        except sa.exc.ArgumentError as error:
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
             raise ConfigError(f"source '{self.source.name}', key 'url': {error}") from None
-        except sa.exc.OperationalError as error:
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-            raise ConfigError(f"source '{self.source.name}', key 'url': database unreachable: {reason}") from None
-        except sa.exc.ProgrammingError as error:
+        try:
+            connection = engine.connect()
+        except sa.exc.DBAPIError as error:
+            raise ConfigError(
+                f"source '{self.source.name}', key 'url': database unreachable: {_first_line(error)}"
+            ) from None
+        try:
+            return pd.read_sql(self._select(), connection)
+        except sa.exc.DBAPIError as error:
             key = "table" if self.source.table else "query"
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-            raise ConfigError(f"source '{self.source.name}', key '{key}': {reason}") from None
-        return frame
+            raise ConfigError(f"source '{self.source.name}', key '{key}': {_first_line(error)}") from None
+        finally:
+            connection.close()
+            engine.dispose()
 
     def discover(self) -> list[BatchRef]:
         rows = _frame_as_text(self._fetch())
@@ -285,3 +288,8 @@ class SqlReader:
 
     def read(self, batch_id: str) -> RawBatch:
         return RawBatch(_frame_as_text(self._fetch()))
+
+
+def _first_line(error: sa.exc.DBAPIError) -> str:
+    text = str(error.orig) if error.orig is not None else str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

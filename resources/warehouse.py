@@ -53,6 +53,9 @@ class WarehouseResource(dg.ConfigurableResource):
 
     url: str
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.ensure_tables()
+
     @property
     def engine(self) -> sa.Engine:
         return _engine(self.url)

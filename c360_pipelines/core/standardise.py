@@ -69,6 +69,7 @@ def standardise_emails(raw: pd.Series) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- phone
 
+_PHONE_COLUMNS = ["phone_e164", "extension", "phone_region", "phone_type", "is_valid"]
 _PHONE_TYPES = {value: name.lower() for name, value in vars(phonenumbers.PhoneNumberType).items() if name.isupper()}
 
 
@@ -84,7 +85,9 @@ def standardise_phones(raw: pd.Series, default_region: str) -> pd.DataFrame:
     plus = text.str.startswith("+").fillna(False)
     key = digits.mask(plus, "+" + digits).mask(has_letters, text)
     key = key.mask(key == "")
-    parsed = on_distinct(key, lambda keys: pd.DataFrame([_parse_phone(k, default_region) for k in keys]))
+    parsed = on_distinct(
+        key, lambda keys: pd.DataFrame([_parse_phone(k, default_region) for k in keys], columns=_PHONE_COLUMNS)
+    )
     parsed["is_valid"] = parsed["is_valid"].astype("boolean").fillna(False).astype(bool)
     return parsed
 
@@ -123,7 +126,8 @@ def name_norm(names: pd.Series) -> pd.Series:
 
 def parse_full_names(raw: pd.Series) -> pd.DataFrame:
     """Split one-field names ("Dr. Mary Ann O'Neil Jr", "Smith, John") into first, middle, last and suffix."""
-    return on_distinct(blank_to_na(raw), lambda names: pd.DataFrame([_split_name(n) for n in names]))
+    columns = ["first_name", "middle_name", "last_name", "name_suffix"]
+    return on_distinct(blank_to_na(raw), lambda names: pd.DataFrame([_split_name(n) for n in names], columns=columns))
 
 
 def _split_name(text: str) -> dict[str, str | None]:
@@ -153,17 +157,21 @@ def standardise_gender(raw: pd.Series) -> pd.Series:
 def parse_datetimes(raw: pd.Series, formats: Sequence[str] = ()) -> pd.Series:
     """Parse with the declared formats in order; with none declared, ISO 8601 then anything dateutil reads.
 
-    Time-zone-aware values are converted to UTC; the result is naive UTC. Unparseable values are NaT.
+    Values with a zone (Z, +02:00) are converted to UTC; values without one are taken as UTC already. The
+    two kinds are parsed apart because pandas would otherwise apply one value's offset to the others.
+    Unparseable values are NaT.
     """
     text = blank_to_na(raw)
     result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    zoned = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False).astype(bool)
     attempts: list[dict[str, object]] = [{"format": f} for f in formats] or [{"format": "ISO8601"}, {"format": "mixed"}]
     for attempt in attempts:
-        pending = result.isna() & text.notna()
-        if not pending.any():
-            break
-        parsed = pd.to_datetime(text[pending], errors="coerce", utc=True, **attempt)  # type: ignore[call-overload]
-        result.loc[pending] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+        for group in (zoned, ~zoned):
+            pending = result.isna() & text.notna() & group
+            if not pending.any():
+                continue
+            parsed = pd.to_datetime(text[pending], errors="coerce", utc=True, **attempt)  # type: ignore[call-overload]
+            result.loc[pending] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
     return result
 
 
@@ -272,7 +280,10 @@ def parse_one_line_addresses(raw: pd.Series) -> pd.DataFrame:
 
     Uses usaddress (a CRF model of US addresses); is_parsed is False when it finds no street line.
     """
-    return on_distinct(blank_to_na(raw), lambda lines: pd.DataFrame([_split_address(line) for line in lines]))
+    columns = [*_ADDRESS_LABELS, "is_parsed"]
+    return on_distinct(
+        blank_to_na(raw), lambda lines: pd.DataFrame([_split_address(line) for line in lines], columns=columns)
+    )
 
 
 def _split_address(text: str) -> dict[str, object]:

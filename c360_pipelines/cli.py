@@ -1,0 +1,194 @@
+"""The `c360` command line: demo data, runs, validation and exports."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from c360_pipelines.config import CONFIG_ENV_VAR, C360Config, ConfigError, load_config
+
+app = typer.Typer(
+    help="c360: every customer source in one canonical model, on Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar=CONFIG_ENV_VAR, help="Path to c360.yaml (default: ./c360.yaml)."),
+]
+
+
+def _load(config: Path | None) -> C360Config:
+    try:
+        return load_config(config)
+    except ConfigError as error:
+        _fail(error)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the data set and its c360.yaml into.")] = Path("demo"),
+    people: Annotated[int, typer.Option("--people", "-n", min=10, help="How many true people to generate.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 360,
+) -> None:
+    """Write a seeded, realistic four-system demo data set (with truth.csv) and a c360.yaml for it."""
+    from c360_pipelines.demo import write_demo
+
+    started = time.perf_counter()
+    summary = write_demo(out, people=people, seed=seed)
+    table = Table(title=f"demo data for {summary.people:,} people in {out}/", title_justify="left")
+    table.add_column("source")
+    table.add_column("records", justify="right")
+    for source, count in summary.records.items():
+        table.add_row(source, f"{count:,}")
+    console.print(table)
+    console.print(f"wrote {out / 'c360.yaml'}, {out / 'truth.csv'} and {out / 'people.csv'} "
+                  f"in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Land every new or changed batch, stage it and rebuild everything downstream, in-process."""
+    from c360_pipelines.runner import run_pipeline
+
+    project = _load(config)
+    try:
+        with console.status("starting") as status:
+            summary = run_pipeline(project, progress=lambda message: _step(status, message))
+    except ConfigError as error:
+        _fail(error)
+    if not summary.batches:
+        console.print("nothing new: every batch is already landed and staged")
+    sources = [stage for stage in summary.stages if stage.name != "conformed"]
+    if sources:
+        table = Table(title="sources (all batches landed so far)", title_justify="left")
+        for column in ("source", "batches", "rows read", "rows staged", "rows quarantined", "seconds"):
+            table.add_column(column, justify="left" if column == "source" else "right")
+        for stage in sources:
+            table.add_row(stage.name, *(f"{v:,}" for v in stage.counts.values()), f"{stage.seconds:.1f}")
+        console.print(table)
+    for stage in summary.stages:
+        if stage.name == "conformed":
+            table = Table(title=f"conformed tables (rebuilt in {stage.seconds:.1f}s)", title_justify="left")
+            table.add_column("table")
+            table.add_column("rows", justify="right")
+            for name, count in stage.counts.items():
+                table.add_row(name, f"{count:,}")
+            console.print(table)
+    quarantined = sum(stage.counts.get("rows quarantined", 0) for stage in sources)
+    if quarantined:
+        console.print(f"{quarantined:,} row(s) set aside with their reasons: c360 export quarantine -o quarantine.csv")
+    console.print(f"{len(summary.batches)} batch(es) processed in {summary.seconds:.1f}s; warehouse: {project.warehouse}")
+
+
+def _step(status: object, message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
+    status.update(message)  # type: ignore[attr-defined]
+
+
+@app.command()
+def validate(config: ConfigOption = None) -> None:
+    """Check the config, every source (files, columns, databases) and the warehouse, without running."""
+    from c360_pipelines.core.conform import check_mapped_columns
+    from resources.sources import FileDropReader, reader_for
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    problems: list[str] = []
+    table = Table(title=f"{project.config_path}", title_justify="left")
+    for column in ("source", "kind", "batches", "columns checked", "status"):
+        table.add_column(column)
+    for source in project.sources:
+        try:
+            reader = reader_for(project, source)
+            refs = reader.require_files() if isinstance(reader, FileDropReader) else reader.discover()
+            first = reader.read(refs[0].batch_id)
+            if len(first.rows):
+                check_mapped_columns(source, first.columns, refs[0].location)
+            table.add_row(source.name, source.kind, str(len(refs)), str(len(first.columns)), "[green]ok[/]")
+        except ConfigError as error:
+            problems.append(str(error))
+            table.add_row(source.name, source.kind, "-", "-", "[red]error[/]")
+    try:
+        WarehouseResource(url=project.warehouse).ensure_tables()
+    except ConfigError as error:
+        problems.append(str(error))
+    console.print(table)
+    if problems:
+        for problem in problems:
+            errors.print(f"[bold red]error:[/] {problem}", highlight=False)
+        raise typer.Exit(code=2)
+    console.print(f"config and sources are valid; warehouse {project.warehouse} is reachable")
+
+
+@app.command()
+def export(
+    table: Annotated[str, typer.Argument(help="A warehouse table, e.g. individual, contact_point_email, quarantine.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write: .csv, .parquet or .jsonl.")],
+    config: ConfigOption = None,
+) -> None:
+    """Write a warehouse table to a CSV, Parquet or JSON-lines file, streaming it in chunks."""
+    from c360_pipelines.model import TABLES
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    if table not in TABLES:
+        _fail(ConfigError(f"unknown table '{table}'; tables: {', '.join(sorted(TABLES))}"))
+    suffix = output.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".jsonl"):
+        _fail(ConfigError(f"{output}: unsupported extension '{suffix}'; use .csv, .parquet or .jsonl"))
+    warehouse = WarehouseResource(url=project.warehouse)
+    warehouse.ensure_tables()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    rows = _export_table(warehouse.engine, TABLES[table], output, suffix)
+    console.print(f"wrote {rows:,} rows of {table} to {output}")
+
+
+def _export_table(engine: sa.Engine, table: sa.Table, output: Path, suffix: str, chunk_rows: int = 100_000) -> int:
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    with engine.connect() as connection, open(output, "w", encoding="utf-8", newline="") as text_out:
+        chunks = pd.read_sql(sa.select(table), connection, chunksize=chunk_rows)
+        for index, chunk in enumerate(chunks):
+            rows += len(chunk)
+            if suffix == ".csv":
+                chunk.to_csv(text_out, index=False, header=index == 0)
+            elif suffix == ".jsonl":
+                if len(chunk):
+                    text_out.write(chunk.to_json(orient="records", lines=True, date_format="iso", force_ascii=False))
+                    text_out.write("\n")
+            else:
+                batch = pa.Table.from_pandas(chunk, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(output, batch.schema)
+                writer.write_table(batch.cast(writer.schema))
+    if suffix == ".parquet":
+        if writer is None:
+            empty = pd.DataFrame({c.name: pd.Series(dtype="object") for c in table.columns})
+            pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), output)
+        else:
+            writer.close()
+    elif suffix == ".csv" and rows == 0:
+        output.write_text(",".join(c.name for c in table.columns) + "\n", encoding="utf-8")
+    return rows
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,26 @@
+"""Everything Dagster loads, assembled explicitly from the user's c360.yaml (`C360_CONFIG`, else ./c360.yaml)."""
+
+
+import dagster as dg
+
+from assets.conformed import CONFORMED_CHECKS, build_conformed_assets
+from assets.sources import build_source_assets
+from c360_pipelines.config import C360Config, load_config
+from c360_pipelines.sensors import build_batch_sensor
+from resources.warehouse import WarehouseResource
+
+
+def build_definitions(config: C360Config) -> dg.Definitions:
+    """The asset graph, checks, sensors and resources for one c360 project."""
+    source_assets = [asset for source in config.sources for asset in build_source_assets(config, source)]
+    return dg.Definitions(
+        assets=[*source_assets, *build_conformed_assets(config)],
+        asset_checks=CONFORMED_CHECKS,
+        sensors=[build_batch_sensor(config, source) for source in config.sources],
+        resources={"warehouse": WarehouseResource(url=config.warehouse)},
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_config())

@@ -1,0 +1,58 @@
+"""The new-batch sensor: registers partitions for new or changed batches and asks for runs of them."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from assets.sources import raw_key, staged_key
+from c360_pipelines.config import C360Config
+from c360_pipelines.definitions import build_definitions
+from c360_pipelines.sensors import build_batch_sensor
+from tests.conftest import CRM_SOURCE, write_project
+
+
+def crm(tmp_path: Path) -> C360Config:
+    return write_project(tmp_path, CRM_SOURCE, {"data/crm/a.csv": "Id,First,Last,Email,Phone,Modified\n1,A,B,,,\n"},
+                         f"sqlite:///{tmp_path / 'w.db'}")
+
+
+def evaluate(config: C360Config, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+    sensor = build_batch_sensor(config, config.source("crm"))
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_a_new_file_registers_a_partition_and_requests_a_run_of_it(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    result = evaluate(crm(tmp_path), instance)
+    assert isinstance(result, dg.SensorResult)
+    assert [request.partition_key for request in result.run_requests or []] == ["data/crm/a.csv"]
+    assert result.dynamic_partitions_requests == [dg.AddDynamicPartitionsRequest("crm_batches", ["data/crm/a.csv"])]
+    assert "data/crm/a.csv" in json.loads(result.cursor or "{}")
+
+
+def test_nothing_new_means_no_run(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    config = crm(tmp_path)
+    first = evaluate(config, instance)
+    assert isinstance(first, dg.SensorResult)
+    assert isinstance(evaluate(config, instance, first.cursor), dg.SkipReason)
+
+
+def test_a_rewritten_file_runs_again_without_registering_its_partition_twice(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    config = crm(tmp_path)
+    first = evaluate(config, instance)
+    assert isinstance(first, dg.SensorResult)
+    instance.add_dynamic_partitions("crm_batches", ["data/crm/a.csv"])
+    (tmp_path / "data/crm/a.csv").write_text("Id,First,Last,Email,Phone,Modified\n1,A,B,,,\n2,C,D,,,\n")
+    second = evaluate(config, instance, first.cursor)
+    assert isinstance(second, dg.SensorResult)
+    assert [r.partition_key for r in second.run_requests or []] == ["data/crm/a.csv"]
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key  # type: ignore[index]
+    assert second.dynamic_partitions_requests == []
+
+
+def test_the_sensor_targets_the_source_extract_and_staged_assets(tmp_path: Path) -> None:
+    config = crm(tmp_path)
+    sensor = build_batch_sensor(config, config.source("crm"))
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    job = sensor.targets[0].resolvable_to_job
+    assert set(job.selection.resolve(build_definitions(config).resolve_asset_graph())) == {raw_key("crm"), staged_key("crm")}
