@@ -10,14 +10,18 @@ assets are thin wrappers around these; they are also what the tests call directl
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.json as pa_json
 import sqlalchemy as sa
 
 from c360_pipelines.config import C360Config, SourceConfig
 from c360_pipelines.core.conform import RAW_JSON, ROW_NUMBER, check_mapped_columns, stage_batch
+from c360_pipelines.core.standardise import TEXT
 from c360_pipelines.model import CANONICAL_MODELS, PERSON_TABLES, TABLES, columns_of, staged_table_name
 from resources.sources import RawBatch, reader_for
 from resources.warehouse import WarehouseResource
@@ -114,13 +118,26 @@ def read_landed_rows(warehouse: WarehouseResource, source: str, batch_id: str) -
     )
     with warehouse.engine.connect() as connection:
         landed = connection.execute(statement).all()
-    records = [json.loads(record) for _, record in landed]
-    columns = list(dict.fromkeys(key for record in records[:1000] for key in record))
-    rows = pd.DataFrame.from_records(records, columns=columns or None)
-    rows = rows.reindex(columns=list(dict.fromkeys([*columns, *rows.columns]))).fillna("").astype("string[pyarrow]")
-    rows[ROW_NUMBER] = [number for number, _ in landed]
-    rows[RAW_JSON] = [record for _, record in landed]
+    numbers = [number for number, _ in landed]
+    records = [record for _, record in landed]
+    rows = _records_to_frame(records)
+    rows[ROW_NUMBER] = numbers
+    rows[RAW_JSON] = pd.array(records, dtype=TEXT)
     return rows
+
+
+def _records_to_frame(records: list[str]) -> pd.DataFrame:
+    """Parse JSON-object rows (all values text) with Arrow's reader; keys missing from a row read as ''."""
+    if not records:
+        return pd.DataFrame()
+    columns = list(dict.fromkeys(key for record in records[:1000] for key in json.loads(record)))
+    schema = pa.schema([(column, pa.string()) for column in columns])
+    table = pa_json.read_json(
+        io.BytesIO("\n".join(records).encode("utf-8")),
+        read_options=pa_json.ReadOptions(block_size=1 << 24),
+        parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+    )
+    return table.to_pandas(types_mapper=lambda _: TEXT).fillna("")
 
 
 def stage_landed_batch(source: SourceConfig, batch_id: str, warehouse: WarehouseResource) -> StagingReport:

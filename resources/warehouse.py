@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -38,6 +39,8 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA cache_size=-262144")  # 256 MiB of page cache: bulk loads touch big indexes
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
@@ -142,8 +145,8 @@ def _python_rows(frame: pd.DataFrame, table: str) -> Iterator[tuple[Any, ...]]:
     for column in frame.columns:
         series = frame[column]
         if column in timestamp_columns:
-            stamps = pd.to_datetime(series, errors="coerce")
-            values.append([None if pd.isna(v) else v.to_pydatetime() for v in stamps])
+            stamps = pd.to_datetime(series, errors="coerce").to_numpy(dtype="datetime64[us]")
+            values.append(stamps.astype(object).tolist())  # datetime objects, with None for NaT
         elif column in day_columns:
             values.append([_as_date(v) for v in series])
         else:

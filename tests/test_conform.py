@@ -119,3 +119,18 @@ def test_engagements_point_at_their_person_record_and_keep_every_field() -> None
 def test_a_mapped_column_missing_from_the_data_names_the_source_key_and_column() -> None:
     with pytest.raises(ConfigError, match=r"source 'crm', key 'fields.email': column 'Email' not found in x.csv"):
         check_mapped_columns(person_source(email="Email"), ["Id", "Mail"], "x.csv")
+
+
+def test_a_large_batch_staged_on_several_cores_equals_the_single_core_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from c360_pipelines.core import conform
+
+    monkeypatch.setattr(conform, "PARALLEL_MIN_ROWS", 10)
+    source = person_source(first_name="F", email="E", phone="P", address="A")
+    batch = rows(*({"Id": str(i), "F": f"name{i % 7}", "E": f"p{i}@x.com", "P": f"415555{i:04d}",
+                    "A": f"{i} Main Street, Springfield, IL 62704"} for i in range(300)))
+    single = stage_batch(batch, source, "b1", LOADED, workers=1)
+    several = stage_batch(batch, source, "b1", LOADED, workers=3)
+    for table in single.tables:
+        pd.testing.assert_frame_equal(single.tables[table].reset_index(drop=True),
+                                      several.tables[table].reset_index(drop=True), check_dtype=False)
+    assert len(several.tables["contact_point_phone"]) == 300

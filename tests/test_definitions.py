@@ -46,3 +46,10 @@ def test_each_source_has_a_running_batch_sensor(demo_defs: dg.Definitions) -> No
 def test_the_workspace_file_points_at_the_definitions_module() -> None:
     workspace = (Path(__file__).parents[1] / "workspace.yaml").read_text()
     assert "c360_pipelines.definitions" in workspace
+
+
+def test_the_table_reference_in_docs_matches_the_model() -> None:
+    from c360_pipelines.model_docs import render_tables_markdown
+
+    committed = (Path(__file__).parents[1] / "docs" / "tables.md").read_text()
+    assert committed == render_tables_markdown(), "regenerate: python -m c360_pipelines.model_docs > docs/tables.md"

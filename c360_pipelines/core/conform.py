@@ -9,6 +9,9 @@ engagement, without its person key) or a duplicate key within the batch is set a
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -27,11 +30,6 @@ class StagedBatch:
     tables: dict[str, pd.DataFrame]
     quarantine: pd.DataFrame
 
-    @property
-    def rows_staged(self) -> int:
-        table = "engagement" if not self.tables["individual"].shape[0] else "individual"
-        return int(self.tables[table].shape[0])
-
 
 def check_mapped_columns(source: SourceConfig, columns: list[str], location: str) -> None:
     """Fail with the source, key and column when the mapping reads a column the batch does not have."""
@@ -45,11 +43,50 @@ def check_mapped_columns(source: SourceConfig, columns: list[str], location: str
             )
 
 
-def stage_batch(rows: pd.DataFrame, source: SourceConfig, batch_id: str, loaded_at: dt.datetime) -> StagedBatch:
-    """Turn a batch's raw rows into canonical rows. `rows` also carries `_raw`, each row's JSON as landed."""
+PARALLEL_MIN_ROWS = 40_000
+
+
+def stage_batch(
+    rows: pd.DataFrame, source: SourceConfig, batch_id: str, loaded_at: dt.datetime, workers: int | None = None
+) -> StagedBatch:
+    """Turn a batch's raw rows into canonical rows. `rows` also carries `_raw`, each row's JSON as landed.
+
+    Keys are checked on the whole batch (a duplicate can be anywhere in it); the standardising, which is
+    row-independent and CPU-bound, runs on `workers` processes (default: every core) for large batches.
+    """
     rows = rows.reset_index(drop=True)
     key_column = source.person_id if source.kind == "engagement" else None
     rows, quarantine = _set_aside_unusable(rows, source, key_column, batch_id, loaded_at)
+    workers = workers or os.cpu_count() or 1
+    if workers < 2 or len(rows) < PARALLEL_MIN_ROWS:
+        return StagedBatch(_canonical_tables(rows, source, batch_id, loaded_at), quarantine)
+    bounds = [(len(rows) * i // workers, len(rows) * (i + 1) // workers) for i in range(workers)]
+    global _FORKED_BATCH
+    _FORKED_BATCH = (rows, source, batch_id, loaded_at)
+    try:
+        # fork: the workers read their slice of `rows` from inherited memory instead of a pickled copy; spawn
+        # and forkserver would also re-run __main__, which breaks under stdin scripts and some entry points.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_stage_slice, bounds))
+    finally:
+        _FORKED_BATCH = None
+    tables = {name: pd.concat([part[name] for part in parts], ignore_index=True) for name in parts[0]}
+    return StagedBatch(tables, quarantine)
+
+
+_FORKED_BATCH: tuple[pd.DataFrame, SourceConfig, str, dt.datetime] | None = None
+
+
+def _stage_slice(bounds: tuple[int, int]) -> dict[str, pd.DataFrame]:
+    assert _FORKED_BATCH is not None, "a staging worker must be forked from stage_batch"
+    rows, source, batch_id, loaded_at = _FORKED_BATCH
+    start, stop = bounds
+    return _canonical_tables(rows.iloc[start:stop].reset_index(drop=True), source, batch_id, loaded_at)
+
+
+def _canonical_tables(
+    rows: pd.DataFrame, source: SourceConfig, batch_id: str, loaded_at: dt.datetime
+) -> dict[str, pd.DataFrame]:
     base = pd.DataFrame(
         {"source": source.name, "batch_id": batch_id, "row_number": rows[ROW_NUMBER].astype("int64")},
         index=rows.index,
@@ -58,10 +95,9 @@ def stage_batch(rows: pd.DataFrame, source: SourceConfig, batch_id: str, loaded_
     if source.kind == "engagement":
         tables = {name: _empty(name) for name in CANONICAL_MODELS}
         tables["engagement"] = _engagement(rows, source, base, record_id, loaded_at)
-        return StagedBatch(tables, quarantine)
-
+        return tables
     person = base.assign(source_record_id=record_id)
-    tables = {
+    return {
         "individual": _individual(rows, source, person, loaded_at),
         "contact_point_email": _emails(rows, source, person),
         "contact_point_phone": _phones(rows, source, person),
@@ -69,7 +105,6 @@ def stage_batch(rows: pd.DataFrame, source: SourceConfig, batch_id: str, loaded_
         "party_identification": _identifiers(rows, source, person),
         "engagement": _empty("engagement"),
     }
-    return StagedBatch(tables, quarantine)
 
 
 def _empty(table: str) -> pd.DataFrame:
@@ -96,7 +131,7 @@ def _set_aside_unusable(
         loser_rows = ranked[superseded]
         reasons.loc[loser_rows.index] = (
             f"duplicate record key in batch (column '{source.id}'); superseded by row "
-            + loser_rows["key"].map(keeper).astype("string")
+            + loser_rows["key"].map(keeper).astype(std.TEXT)
         )
 
     bad = reasons.notna()
@@ -192,7 +227,7 @@ def _individual(rows: pd.DataFrame, source: SourceConfig, person: pd.DataFrame, 
     if needs_split.any():
         split = std.parse_full_names(full_raw.where(needs_split))
         for column in names.columns:
-            names[column] = names[column].astype("string").mask(needs_split, split[column].astype("string"))
+            names[column] = names[column].astype(std.TEXT).mask(needs_split, split[column].astype(std.TEXT))
     cleaned = {column: std.clean_name(names[column]) for column in names.columns}
 
     updated_raw = _single_value(rows, source.updated_at)
@@ -264,20 +299,20 @@ def _addresses(rows: pd.DataFrame, source: SourceConfig, person: pd.DataFrame) -
         parsed = std.parse_one_line_addresses(one_line["address_raw"])
         parsed.index = one_line.index
         row_country = _single_value(rows, fields.get("country")).reindex(one_line[SOURCE_ROW]).to_numpy()
-        parsed["country"] = parsed["country"].astype("string").fillna(
+        parsed["country"] = parsed["country"].astype(std.TEXT).fillna(
             pd.Series(row_country, index=parsed.index, dtype="string")
         )
         pieces.append(pd.concat([one_line, parsed], axis=1))
     if not pieces:
         return _empty("contact_point_address")
     addresses = pd.concat(pieces, ignore_index=True)
-    country = std.standardise_country(addresses["country"].astype("string"), source.default_country)
+    country = std.standardise_country(addresses["country"].astype(std.TEXT), source.default_country)
     return addresses.assign(
-        line1=std.fold_address_line(addresses["line1"].astype("string")),
-        line2=std.fold_address_line(addresses["line2"].astype("string")),
-        city=std.standardise_city(addresses["city"].astype("string")),
-        region=std.standardise_region(addresses["region"].astype("string")),
-        postal_code=std.standardise_postal_code(addresses["postal_code"].astype("string"), country),
+        line1=std.fold_address_line(addresses["line1"].astype(std.TEXT)),
+        line2=std.fold_address_line(addresses["line2"].astype(std.TEXT)),
+        city=std.standardise_city(addresses["city"].astype(std.TEXT)),
+        region=std.standardise_region(addresses["region"].astype(std.TEXT)),
+        postal_code=std.standardise_postal_code(addresses["postal_code"].astype(std.TEXT), country),
         country=country,
         is_parsed=addresses["is_parsed"].astype("boolean").fillna(False).astype(bool),
     ).reindex(columns=columns_of(CANONICAL_MODELS["contact_point_address"]))

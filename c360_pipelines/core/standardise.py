@@ -9,6 +9,7 @@ value after cheap formatting noise is folded away, which is what keeps staging f
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -20,6 +21,9 @@ import pycountry
 import usaddress
 from scourgify import address_constants as usps
 
+# Arrow-backed strings: pandas runs .str methods as vectorised Arrow kernels instead of a Python loop.
+TEXT = pd.StringDtype("pyarrow")
+
 _EMAIL_PATTERN = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
@@ -29,7 +33,7 @@ _GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
 
 def blank_to_na(values: pd.Series) -> pd.Series:
     """Trim and collapse white space; empty strings become missing."""
-    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    text = values.astype(TEXT).str.strip().str.replace(r"\s+", " ", regex=True)
     return text.mask(text == "")
 
 
@@ -55,7 +59,7 @@ def standardise_emails(raw: pd.Series) -> pd.DataFrame:
     email = blank_to_na(raw).str.lower()
     is_valid = email.str.fullmatch(_EMAIL_PATTERN).fillna(False).astype(bool)
     parts = email.str.rsplit("@", n=1, expand=True).reindex(columns=[0, 1])
-    local, domain = parts[0].astype("string"), parts[1].astype("string")
+    local, domain = parts[0].astype(TEXT), parts[1].astype(TEXT)
     local = local.str.replace(r"\+.*$", "", regex=True)
     is_gmail = domain.isin(_GMAIL_DOMAINS)
     local = local.mask(is_gmail, local.str.replace(".", "", regex=False))
@@ -85,25 +89,46 @@ def standardise_phones(raw: pd.Series, default_region: str) -> pd.DataFrame:
     plus = text.str.startswith("+").fillna(False)
     key = digits.mask(plus, "+" + digits).mask(has_letters, text)
     key = key.mask(key == "")
-    parsed = on_distinct(
-        key, lambda keys: pd.DataFrame([_parse_phone(k, default_region) for k in keys], columns=_PHONE_COLUMNS)
-    )
+    parsed = on_distinct(key, lambda keys: _parse_phone_keys(keys.tolist(), default_region))
     parsed["is_valid"] = parsed["is_valid"].astype("boolean").fillna(False).astype(bool)
     return parsed
 
 
-def _parse_phone(text: str, region: str) -> dict[str, object]:
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return {"phone_e164": None, "extension": None, "phone_region": None, "phone_type": None, "is_valid": False}
-    return {
-        "phone_e164": phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-        "extension": number.extension,
-        "phone_region": phonenumbers.region_code_for_number(number),
-        "phone_type": _PHONE_TYPES.get(phonenumbers.number_type(number)),
-        "is_valid": phonenumbers.is_valid_number(number),
-    }
+def _parse_phone_keys(keys: list[str], region: str) -> pd.DataFrame:
+    return pd.DataFrame(_parse_phone_chunk(keys, region), columns=_PHONE_COLUMNS)
+
+
+def _parse_phone_chunk(keys: list[str], region: str) -> list[tuple[object, ...]]:
+    nanp = phonenumbers.country_code_for_region(region) == 1
+    return [_parse_phone(key, region, nanp) for key in keys]
+
+
+def _parse_phone(key: str, region: str, nanp: bool) -> tuple[object, ...]:
+    number = _nanp_number(key) if nanp else None
+    if number is None:
+        try:
+            number = phonenumbers.parse(key, region)
+        except phonenumbers.NumberParseException:
+            return (None, None, None, None, False)
+    # A number is valid exactly when libphonenumber can give it a type: one lookup instead of four.
+    number_type = phonenumbers.number_type(number)
+    valid = number_type != phonenumbers.PhoneNumberType.UNKNOWN
+    national = phonenumbers.national_significant_number(number)
+    return (
+        f"+{number.country_code}{national}" if len(national.strip("0")) >= 4 else None,
+        number.extension,
+        phonenumbers.region_code_for_number(number) if valid else None,
+        _PHONE_TYPES.get(number_type),
+        valid,
+    )
+
+
+def _nanp_number(key: str) -> phonenumbers.PhoneNumber | None:
+    """The number `parse` would build for plain 10-digit NANP keys (or with a leading 1 / +1), without parsing."""
+    digits = key[2:] if key.startswith("+1") else key[1:] if len(key) == 11 and key[0] == "1" else key
+    if len(digits) != 10 or not digits.isdigit() or (key.startswith("+") and not key.startswith("+1")):
+        return None
+    return phonenumbers.PhoneNumber(country_code=1, national_number=int(digits))
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -119,9 +144,16 @@ def clean_name(raw: pd.Series) -> pd.Series:
 
 def name_norm(names: pd.Series) -> pd.Series:
     """Fold a name for matching: accents removed, lower case, letters only (O'Brien-Smith -> obriensmith)."""
-    ascii_text = names.astype("string").str.normalize("NFKD").str.encode("ascii", "ignore").str.decode("ascii")
-    folded = ascii_text.astype("string").str.lower().str.replace(r"[^a-z]", "", regex=True)
+    folded = on_distinct(names.astype(TEXT), lambda distinct: distinct.map(_fold_name)).iloc[:, 0].astype(TEXT)
     return folded.mask(folded == "")
+
+
+def _fold_name(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return _NON_LETTERS.sub("", ascii_name.lower())
+
+
+_NON_LETTERS = re.compile(r"[^a-z]")
 
 
 def parse_full_names(raw: pd.Series) -> pd.DataFrame:
@@ -148,7 +180,7 @@ _GENDERS = {
 
 
 def standardise_gender(raw: pd.Series) -> pd.Series:
-    return blank_to_na(raw).str.lower().map(_GENDERS).astype("string")
+    return on_distinct(blank_to_na(raw).str.lower(), lambda values: values.map(_GENDERS)).iloc[:, 0].astype(TEXT)
 
 
 # ---------------------------------------------------------------------------------------------- dates
@@ -205,19 +237,23 @@ _DIRECTIONALS = {k.upper(): v.upper() for k, v in usps.DIRECTIONAL_REPLACEMENTS.
 _OCCUPANCY = {k.upper(): v.upper() for k, v in usps.OCCUPANCY_TYPE_ABBREVIATIONS.items()}
 _STATES = {k.upper(): v.upper() for k, v in usps.STATE_ABBREVIATIONS.items()}
 _LINE_WORDS = {**_STREET_TYPES, **_DIRECTIONALS, **_OCCUPANCY}
-_LINE_WORD_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _LINE_WORDS), key=len, reverse=True)) + r")\b")
 
 
 def fold_address_line(raw: pd.Series) -> pd.Series:
     """Upper case, punctuation removed, USPS Pub 28 abbreviations: '12 North Main Street, Apt. 4' -> '12 N MAIN ST APT 4'."""
     text = blank_to_na(raw).str.upper().str.replace(r"[.,;:]", " ", regex=True)
     text = text.str.replace(r"#\s*", "# ", regex=True).str.replace(r"\s+", " ", regex=True).str.strip()
-    folded = on_distinct(text, lambda lines: lines.map(lambda line: _LINE_WORD_PATTERN.sub(_abbreviate, line)))
-    return folded.iloc[:, 0].astype("string")
+    folded = on_distinct(text, lambda lines: lines.map(_abbreviate_words))
+    return folded.iloc[:, 0].astype(TEXT)
 
 
-def _abbreviate(match: re.Match[str]) -> str:
-    return _LINE_WORDS[match.group(1)]
+_PHRASES = {key: value for key, value in _LINE_WORDS.items() if " " in key}
+_PHRASE_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _PHRASES), key=len, reverse=True)) + r")\b")
+
+
+def _abbreviate_words(line: str) -> str:
+    line = _PHRASE_PATTERN.sub(lambda match: _PHRASES[match.group(1)], line)
+    return " ".join(_LINE_WORDS.get(word, word) for word in line.split(" "))
 
 
 def standardise_city(raw: pd.Series) -> pd.Series:
@@ -227,7 +263,7 @@ def standardise_city(raw: pd.Series) -> pd.Series:
 def standardise_region(raw: pd.Series) -> pd.Series:
     """US state names and variants become their 2-letter code; other regions are upper-cased."""
     text = blank_to_na(raw).str.upper().str.replace(".", "", regex=False).str.strip()
-    return text.map(lambda value: _STATES.get(value, value) if isinstance(value, str) else value).astype("string")
+    return on_distinct(text, lambda regions: regions.map(lambda r: _STATES.get(r, r))).iloc[:, 0].astype(TEXT)
 
 
 def standardise_postal_code(raw: pd.Series, country: pd.Series) -> pd.Series:
@@ -237,13 +273,13 @@ def standardise_postal_code(raw: pd.Series, country: pd.Series) -> pd.Series:
     is_us = country.fillna("US").eq("US")
     us_zip = digits.where(digits.str.len().isin([4, 5, 9])).str.slice(0, 5).str.zfill(5)
     us_zip = us_zip.mask(digits.str.len() == 9, digits.str.slice(0, 5))
-    return text.mask(is_us, us_zip).astype("string")
+    return text.mask(is_us, us_zip).astype(TEXT)
 
 
 def standardise_country(raw: pd.Series, default: str) -> pd.Series:
     """ISO 3166 alpha-2 from codes or names ('USA', 'United States', 'us'); the source default when empty."""
     text = blank_to_na(raw)
-    codes = on_distinct(text, lambda names: names.map(_country_code)).iloc[:, 0].astype("string")
+    codes = on_distinct(text, lambda names: names.map(_country_code)).iloc[:, 0].astype(TEXT)
     return codes.mask(text.isna(), default)
 
 
