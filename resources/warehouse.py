@@ -22,6 +22,9 @@ from c360_pipelines.config import ConfigError
 from c360_pipelines.model import MODELS, TABLES, columns_of, date_columns, datetime_columns
 
 
+INSERT_CHUNK_ROWS = 50_000
+
+
 @lru_cache(maxsize=16)
 def _engine(url: str) -> sa.Engine:
     try:
@@ -95,23 +98,20 @@ class WarehouseResource(dg.ConfigurableResource):
         return self.insert_rows(table, frame, connection)
 
     def insert_rows(self, table: str, frame: pd.DataFrame, connection: sa.Connection) -> int:
-        if frame.empty:
-            return 0
+        """Bulk-insert `frame` in chunks, so memory stays bounded however large the batch is."""
         columns = columns_of(MODELS[table])
-        rows = _python_rows(frame.reindex(columns=columns), table)
-        if connection.dialect.name == "postgresql":
-            raw = connection.connection.driver_connection
-            with raw.cursor() as cursor:
-                column_list = ", ".join(f'"{c}"' for c in columns)
-                with cursor.copy(f'COPY "{table}" ({column_list}) FROM STDIN') as copy:
+        column_list = ", ".join(f'"{c}"' for c in columns)
+        for start in range(0, len(frame), INSERT_CHUNK_ROWS):
+            chunk = frame.iloc[start:start + INSERT_CHUNK_ROWS].reindex(columns=columns)
+            rows = _python_rows(chunk, table)
+            if connection.dialect.name == "postgresql":
+                raw = connection.connection.driver_connection
+                with raw.cursor() as cursor, cursor.copy(f'COPY "{table}" ({column_list}) FROM STDIN') as copy:
                     for row in rows:
                         copy.write_row(row)
-        else:
-            placeholders = ", ".join("?" for _ in columns)
-            column_list = ", ".join(f'"{c}"' for c in columns)
-            connection.exec_driver_sql(
-                f'INSERT INTO "{table}" ({column_list}) VALUES ({placeholders})', list(rows)
-            )
+            else:
+                placeholders = ", ".join("?" for _ in columns)
+                connection.exec_driver_sql(f'INSERT INTO "{table}" ({column_list}) VALUES ({placeholders})', list(rows))
         return len(frame)
 
     def execute(self, statement: str | sa.Executable, params: Mapping[str, Any] | None = None) -> None:
