@@ -150,11 +150,67 @@ class SourceConfig(_Strict):
         return used
 
 
+RULE_FIELDS = ("first_name", "last_name", "birth_date", "email", "phone", "address", "postal_code")
+
+
+class Criterion(_Strict):
+    """One condition of a match rule: a canonical field compared with a method, or a shared identifier."""
+
+    field: Literal["first_name", "last_name", "birth_date", "email", "phone", "address", "postal_code"] | None = None
+    method: Literal["exact", "normalized", "fuzzy"] = "normalized"
+    threshold: float = Field(default=0.9, gt=0, le=1)
+    identifier: str | None = None
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> Criterion:
+        if (self.field is None) == (self.identifier is None):
+            raise ValueError("a criterion needs exactly one of 'field' or 'identifier'")
+        if self.method == "fuzzy" and self.field not in ("first_name", "last_name", "address"):
+            raise ValueError(f"'fuzzy' works on first_name, last_name and address, not {self.field}")
+        return self
+
+
+class MatchRule(_Strict):
+    """Every criterion must hold for the rule to link two records."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    criteria: list[Criterion] = Field(min_length=1)
+
+
+DEFAULT_RULES = [
+    MatchRule(name="same_identifier", criteria=[Criterion(identifier="*")]),
+    MatchRule(
+        name="same_email_and_name",
+        criteria=[
+            Criterion(field="email"),
+            Criterion(field="first_name", method="fuzzy", threshold=0.85),
+            Criterion(field="last_name", method="fuzzy", threshold=0.85),
+        ],
+    ),
+]
+DEFAULT_JUNK_VALUES = [
+    "noemail@example.com", "none@none.com", "na@na.com", "test@test.com", "no@email.com", "noreply@example.com",
+    "+10000000000", "+15555555555", "+19999999999", "+11234567890",
+]
+
+
+class MatchConfig(_Strict):
+    """How records are linked: deterministic rules, the learned model's threshold, and the guards."""
+
+    rules: list[MatchRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    threshold: float = Field(default=0.9, gt=0, lt=1)
+    max_block_size: int = Field(default=50, ge=2)
+    max_cluster_size: int = Field(default=25, ge=2)
+    junk_values: list[str] = Field(default_factory=lambda: list(DEFAULT_JUNK_VALUES))
+    name_conflict_guard: bool = True
+
+
 class C360Config(_Strict):
-    """The whole `c360.yaml`: the warehouse and the sources. `base_dir` is where the file lives."""
+    """The whole `c360.yaml`: the warehouse, the sources and matching. `base_dir` is where the file lives."""
 
     warehouse: str = DEFAULT_WAREHOUSE
     sources: list[SourceConfig] = Field(min_length=1)
+    match: MatchConfig = Field(default_factory=MatchConfig)
     base_dir: Path = Path(".")
     config_path: Path = Path(DEFAULT_CONFIG_NAME)
 

@@ -150,6 +150,66 @@ class Batch(BaseModel):
     staged_at: dt.datetime | None = Field(None, description="When the batch was last staged.")
 
 
+class MatchModelVersion(BaseModel):
+    """Every trained match model: m and u per comparison level, the prior, and what it was trained on."""
+
+    version: int = Field(description="1 for the first model, then one more per training.")
+    trained_at: dt.datetime = Field(description="When it was trained.")
+    records: int = Field(description="Source records it was trained on.")
+    candidate_pairs: int = Field(description="Candidate pairs EM ran over.")
+    parameters: str = Field(description="The model as JSON: m, u, prior.")
+
+
+class IdentityLink(BaseModel):
+    """Every scored candidate pair worth keeping (linked, guarded, ruled on, or probability >= 0.01), with its evidence."""
+
+    record_a: str = Field(description="One record, as source:source_record_id.")
+    record_b: str = Field(description="The other record.")
+    probability: float = Field(description="The model's match probability.")
+    match_weight: float = Field(description="The model's match weight (log2 odds).")
+    rule: str | None = Field(None, description="The match rule that held for the pair, if any.")
+    guard: str | None = Field(None, description="The guard that stopped a link, if any (name_conflict).")
+    linked: bool = Field(description="Whether the pair was linked before clustering.")
+    evidence: str = Field(description="JSON: probability, weight, each field's contribution, rule, guard.")
+
+
+class Xref(BaseModel):
+    """Which person every source record belongs to: the universal ID lookup."""
+
+    source: str = Field(description="Name of the source.")
+    source_record_id: str = Field(description="The source's key for the record.")
+    c360_id: str = Field(description="The person's 360 ID.")
+    evidence: str = Field(description="JSON: the strongest link that ties the record to its person, or 'single record'.")
+
+
+class PersonId(BaseModel):
+    """Every 360 ID ever issued: active, or merged into a survivor, or retired."""
+
+    c360_id: str = Field(description="The 360 ID.")
+    status: str = Field(description="active, merged (see merged_into) or retired.")
+    merged_into: str | None = Field(None, description="For a merged ID, the ID that absorbed it.")
+    first_seen: dt.datetime = Field(description="When the ID was issued.")
+    last_changed: dt.datetime = Field(description="When its status last changed.")
+
+
+class IdentityGuardEvent(BaseModel):
+    """What the guards did in each identity run: values too common to match on, oversized clusters."""
+
+    resolved_at: dt.datetime = Field(description="The identity run.")
+    guard: str = Field(description="too_common_value, component_size or cluster_size.")
+    value: str | None = Field(None, description="The value, for a too-common value.")
+    records: int = Field(description="How many records were involved.")
+    detail: str = Field(description="What happened.")
+
+
+IDENTITY_MODELS: dict[str, type[BaseModel]] = {
+    "match_model": MatchModelVersion,
+    "identity_link": IdentityLink,
+    "xref": Xref,
+    "ids": PersonId,
+    "identity_guard": IdentityGuardEvent,
+}
+
 CANONICAL_MODELS: dict[str, type[BaseModel]] = {
     "individual": Individual,
     "contact_point_email": ContactPointEmail,
@@ -205,6 +265,9 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "party_identification": [("source", "source_record_id"), ("identification_type", "identifier")],
     "engagement": [("person_source", "person_record_id"), ("source", "engagement_id")],
     "raw_record": [("source", "batch_id")],
+    "identity_link": [("record_a",), ("record_b",)],
+    "xref": [("source", "source_record_id"), ("c360_id",)],
+    "ids": [("c360_id",), ("merged_into",)],
     "quarantine": [("source", "batch_id")],
 }
 
@@ -234,6 +297,8 @@ def _build_metadata() -> sa.MetaData:
         table = _table(metadata, name, model, _INDEXES.get(name, []))
         if name == "batch":
             table.append_constraint(sa.PrimaryKeyConstraint("source", "batch_id"))
+    for name, model in IDENTITY_MODELS.items():
+        _table(metadata, name, model, _INDEXES.get(name, []))
     return metadata
 
 
@@ -243,4 +308,5 @@ MODELS: dict[str, type[BaseModel]] = {
     **CANONICAL_MODELS,
     **{staged_table_name(n): m for n, m in CANONICAL_MODELS.items()},
     **LEDGER_MODELS,
+    **IDENTITY_MODELS,
 }

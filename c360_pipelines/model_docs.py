@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from c360_pipelines.model import CANONICAL_MODELS, LEDGER_MODELS, TABLES
+from c360_pipelines.model import CANONICAL_MODELS, IDENTITY_MODELS, LEDGER_MODELS, TABLES
 
 INTRO = """\
 # Warehouse tables
@@ -38,6 +38,8 @@ def render_tables_markdown() -> str:
     parts += [_section(name, model) for name, model in CANONICAL_MODELS.items()]
     parts.append("# Landing, quarantine and the batch ledger\n")
     parts += [_section(name, model) for name, model in LEDGER_MODELS.items()]
+    parts.append("# Identity\n")
+    parts += [_section(name, model) for name, model in IDENTITY_MODELS.items()]
     return "\n".join(parts)
 
 

@@ -1,0 +1,93 @@
+"""Identity stage 1: candidate pairs, from blocking keys computed for all records at once.
+
+Two records become a candidate pair when they share a value of any blocking key (an email, a phone, an
+identifier, surname + birth date, ...). Pairs are made with a self-join per key, so the cost follows the
+number of real candidates, not n². A key value shared by more than `max_block_size` records is too common
+to say anything about identity (noemail@example.com, a call-centre number): it makes no pairs and is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jellyfish
+import numpy as np
+import pandas as pd
+
+from c360_pipelines.core.records import MatchInput
+
+KeyBuilder = Callable[[MatchInput], pd.DataFrame]
+
+
+def _from_long(table: str) -> KeyBuilder:
+    return lambda data: getattr(data, table)[["rec", "value"]].rename(columns={"value": "key"})
+
+
+def _from_columns(*columns: str) -> KeyBuilder:
+    def build(data: MatchInput) -> pd.DataFrame:
+        frame = data.records[list(columns)].dropna()
+        key = frame[columns[0]].astype(str)
+        for column in columns[1:]:
+            key = key + "|" + frame[column].astype(str)
+        return pd.DataFrame({"rec": frame.index.to_numpy(), "key": key.to_numpy()})
+
+    return build
+
+
+def _sounds_like_surname_in_postcode(data: MatchInput) -> pd.DataFrame:
+    """Metaphone of the surname + first initial + postal code: catches surname typos at the same address."""
+    frame = data.records[["last_name_norm", "first_name_norm", "postal_code"]].dropna()
+    codes = pd.Series(frame["last_name_norm"].unique())
+    phonetic = dict(zip(codes, codes.map(jellyfish.metaphone), strict=True))
+    key = frame["last_name_norm"].map(phonetic) + "|" + frame["first_name_norm"].str[0] + "|" + frame["postal_code"]
+    return pd.DataFrame({"rec": frame.index.to_numpy(), "key": key.to_numpy()})
+
+
+BLOCKING_KEYS: dict[str, KeyBuilder] = {
+    "email": _from_long("emails"),
+    "phone": _from_long("phones"),
+    "identifier": _from_long("identifiers"),
+    "surname_birth_date": _from_columns("last_name_norm", "birth_date"),
+    "first_name_birth_date": _from_columns("first_name_norm", "birth_date"),
+    "full_name_postal_code": _from_columns("first_name_norm", "last_name_norm", "postal_code"),
+    "address": _from_columns("line1", "postal_code"),
+    "surname_sound_initial_postal_code": _sounds_like_surname_in_postcode,
+    "full_name": _from_columns("first_name_norm", "last_name_norm"),
+}
+
+
+@dataclass
+class Candidates:
+    pairs: pd.DataFrame  # columns i < j (record positions)
+    too_common: pd.DataFrame  # key, value, records: values skipped as too common to block on
+
+
+def candidate_pairs(data: MatchInput, max_block_size: int = 50, junk_values: frozenset[str] = frozenset()) -> Candidates:
+    """Every pair of records sharing a value of some blocking key, once, as positions i < j."""
+    found: list[pd.DataFrame] = []
+    skipped: list[pd.DataFrame] = []
+    for name, build in BLOCKING_KEYS.items():
+        keys = build(data).drop_duplicates()
+        keys = keys[~keys["key"].isin(junk_values)]
+        sizes = keys.groupby("key")["rec"].transform("size")
+        common = keys[sizes > max_block_size]
+        if len(common):
+            counts = common.groupby("key").size().rename("records").reset_index().rename(columns={"key": "value"})
+            skipped.append(counts.assign(blocking_key=name))
+        found.append(_pairs_within_blocks(keys[(sizes > 1) & (sizes <= max_block_size)]))
+    pairs = pd.concat(found, ignore_index=True).drop_duplicates().sort_values(["i", "j"]).reset_index(drop=True)
+    too_common = (
+        pd.concat(skipped, ignore_index=True)[["blocking_key", "value", "records"]]
+        if skipped
+        else pd.DataFrame(columns=["blocking_key", "value", "records"])
+    )
+    return Candidates(pairs, too_common)
+
+
+def _pairs_within_blocks(keys: pd.DataFrame) -> pd.DataFrame:
+    if keys.empty:
+        return pd.DataFrame({"i": np.array([], dtype="int64"), "j": np.array([], dtype="int64")})
+    joined = keys.merge(keys, on="key", suffixes=("_a", "_b"))
+    joined = joined[joined["rec_a"] < joined["rec_b"]]
+    return pd.DataFrame({"i": joined["rec_a"].to_numpy(dtype="int64"), "j": joined["rec_b"].to_numpy(dtype="int64")})

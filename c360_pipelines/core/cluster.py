@@ -1,0 +1,109 @@
+"""Identity stage 5: group linked records into people.
+
+Links form connected components; a component of three or more records is then clustered with dedupe's
+hierarchical (centroid) clustering over the scores of *every* pair inside it, pairs that were never
+candidates being scored now (`score_pairs`). A single wrong link can therefore not chain two people together
+when the other pairs between them disagree, and a guarded pair (twins) scores 0. A component larger than
+`max_component` is first cut by keeping only its strongest links; a cluster still larger than
+`max_cluster_size` is split into single records and reported, never merged blindly.
+
+Steward decisions fit here: `must_link` pairs enter as links with score 1, `cannot_link` pairs score 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from dedupe.clustering import cluster as dedupe_cluster
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+PairScorer = Callable[[pd.DataFrame], pd.Series]
+
+
+@dataclass
+class Clustering:
+    labels: np.ndarray  # cluster number per record position
+    guard_events: pd.DataFrame  # guard, records, detail
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def cluster_records(
+    n: int,
+    links: pd.DataFrame,
+    score_pairs: PairScorer,
+    threshold: float,
+    max_cluster_size: int,
+    must_link: pd.DataFrame | None = None,
+    cannot_link: pd.DataFrame | None = None,
+) -> Clustering:
+    """Cluster `n` records given `links` (i, j, score); returns a cluster label per record."""
+    edges = links[["i", "j", "score"]]
+    if must_link is not None and len(must_link):
+        edges = pd.concat([edges, must_link[["i", "j"]].assign(score=1.0)], ignore_index=True)
+    forbidden = set(map(tuple, cannot_link[["i", "j"]].to_numpy())) if cannot_link is not None else set()
+    edges = edges[[(a, b) not in forbidden for a, b in zip(edges["i"], edges["j"], strict=True)]] if forbidden else edges
+    edges = edges.drop_duplicates(["i", "j"])
+    events: list[dict[str, object]] = []
+    edges = _cut_oversized_components(n, edges, max_cluster_size * 4, events)
+
+    component = _components(n, edges["i"].to_numpy(), edges["j"].to_numpy())
+    sizes = np.bincount(component)
+    members = pd.DataFrame({"rec": np.arange(n), "component": component})
+    members = members[sizes[component] >= 2]
+    complete = _all_pairs_within(members)
+    known = edges.set_index(["i", "j"])["score"]
+    scores = pd.Series(known.reindex(pd.MultiIndex.from_frame(complete[["i", "j"]])).to_numpy(), index=complete.index)
+    unknown = scores.isna().to_numpy()
+    if unknown.any():
+        scores[unknown] = score_pairs(complete.loc[unknown, ["i", "j"]].reset_index(drop=True)).to_numpy()
+    for pair_index, (a, b) in enumerate(zip(complete["i"], complete["j"], strict=True)):
+        if (a, b) in forbidden:
+            scores.iloc[pair_index] = 0.0
+
+    labels = np.arange(n)
+    if len(complete):
+        scored = np.empty(len(complete), dtype=[("pairs", "<i8", 2), ("score", "f4")])
+        scored["pairs"] = complete[["i", "j"]].to_numpy()
+        scored["score"] = scores.to_numpy(dtype="float32")
+        for cluster_members, _confidence in dedupe_cluster(scored, threshold=threshold):
+            group = np.array(cluster_members, dtype="int64")
+            if len(group) > max_cluster_size:
+                events.append({"guard": "cluster_size", "records": len(group),
+                               "detail": f"a cluster of {len(group)} records exceeds max_cluster_size "
+                                         f"{max_cluster_size}; its records stay apart"})
+                continue
+            labels[group] = group.min()
+    guard_events = pd.DataFrame(events, columns=["guard", "records", "detail"])
+    return Clustering(labels=labels, guard_events=guard_events)
+
+
+def _all_pairs_within(members: pd.DataFrame) -> pd.DataFrame:
+    if members.empty:
+        return pd.DataFrame({"i": pd.Series(dtype="int64"), "j": pd.Series(dtype="int64")})
+    joined = members.merge(members, on="component", suffixes=("_a", "_b"))
+    joined = joined[joined["rec_a"] < joined["rec_b"]]
+    return pd.DataFrame({"i": joined["rec_a"].to_numpy(), "j": joined["rec_b"].to_numpy()}).reset_index(drop=True)
+
+
+def _cut_oversized_components(n: int, edges: pd.DataFrame, limit: int, events: list[dict[str, object]]) -> pd.DataFrame:
+    """Keep only the strongest links inside components too large to be one person, until they fit."""
+    while True:
+        component = _components(n, edges["i"].to_numpy(), edges["j"].to_numpy())
+        sizes = np.bincount(component)
+        oversized = np.flatnonzero(sizes > limit)
+        if len(oversized) == 0:
+            return edges
+        inside = np.isin(component[edges["i"].to_numpy()], oversized)
+        floor = float(edges.loc[inside, "score"].min())
+        events.append({"guard": "component_size", "records": int(sizes[oversized].max()),
+                       "detail": f"{len(oversized)} linked group(s) larger than {limit} records: links scoring "
+                                 f"{floor:.4f} or less inside them were dropped"})
+        edges = edges[~inside | (edges["score"] > floor).to_numpy()]

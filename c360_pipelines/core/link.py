@@ -1,0 +1,90 @@
+"""Identity stage 4: decide which scored pairs are links, by the user's rules, the model and the guards.
+
+A pair is linked when any rule holds for it (every criterion of the rule) or when the model's probability
+reaches the threshold, unless a guard intervenes. The name-conflict guard stops a link between records whose
+first names clearly differ (not equal, not nicknames, not a typo), which is what separates twins, spouses
+and parents sharing an address, a phone or a family email; a shared identifier overrides it. Every pair
+keeps its evidence: the rule that fired, or the score with each field's contribution, and any guard.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from c360_pipelines.config import Criterion, MatchConfig, MatchRule
+from c360_pipelines.core.compare import COMPARISONS
+from c360_pipelines.core.records import MatchInput
+
+NAME_CONFLICT = "name_conflict"
+
+
+def criterion_holds(criterion: Criterion, compared: pd.DataFrame, data: MatchInput) -> np.ndarray:
+    if criterion.identifier is not None:
+        if criterion.identifier == "*":
+            return (compared["identifier"] == 1).to_numpy()
+        return _shares_identifier_of_type(compared, data, criterion.identifier)
+    field = criterion.field
+    if field in ("email", "phone"):
+        return (compared[field] == 1).to_numpy()
+    if field == "birth_date":
+        return (compared["birth_date"] == 3).to_numpy()
+    if field == "postal_code":
+        return (compared["address"] >= 1).to_numpy()
+    if field == "address":
+        return (compared["address"] >= (2 if criterion.method == "fuzzy" else 3)).to_numpy()
+    level, similarity = compared[field], compared[f"{field}_sim"]
+    if criterion.method == "fuzzy":
+        nickname = (level == 2).to_numpy() if field == "first_name" else False
+        return (level >= 1).to_numpy() & ((similarity >= criterion.threshold).to_numpy() | nickname | (level == 3).to_numpy())
+    return (level == 3).to_numpy()
+
+
+def _shares_identifier_of_type(compared: pd.DataFrame, data: MatchInput, kind: str) -> np.ndarray:
+    typed = data.identifiers[data.identifiers["value"].str.startswith(f"{kind}=")]
+    left = compared[["i", "j"]].reset_index(names="pair").merge(typed, left_on="i", right_on="rec")
+    shared = left.merge(typed, left_on=["j", "value"], right_on=["rec", "value"])["pair"].unique()
+    holds = np.zeros(len(compared), dtype=bool)
+    holds[compared.index.get_indexer(shared)] = True
+    return holds
+
+
+def rule_holds(rule: MatchRule, compared: pd.DataFrame, data: MatchInput) -> np.ndarray:
+    holds = np.ones(len(compared), dtype=bool)
+    for criterion in rule.criteria:
+        holds &= criterion_holds(criterion, compared, data)
+    return holds
+
+
+def decide_links(data: MatchInput, compared: pd.DataFrame, scored: pd.DataFrame, config: MatchConfig) -> pd.DataFrame:
+    """Per pair: probability, the first rule that holds, the guard that intervened, and the decision."""
+    compared = compared.reset_index(drop=True)
+    decided = scored.reset_index(drop=True).copy()
+    decided["rule"] = pd.Series([None] * len(decided), dtype="object")
+    for rule in config.rules:
+        holds = rule_holds(rule, compared, data) & decided["rule"].isna().to_numpy()
+        decided.loc[holds, "rule"] = rule.name
+    identifier_rule = decided["rule"].isin([r.name for r in config.rules if any(c.identifier for c in r.criteria)])
+    conflict = (compared["first_name"] == 0).to_numpy() & (compared["identifier"] != 1).to_numpy() & ~identifier_rule.to_numpy()
+    decided["guard"] = np.where(conflict & config.name_conflict_guard, NAME_CONFLICT, None)
+    wanted = decided["rule"].notna().to_numpy() | (decided["probability"] >= config.threshold).to_numpy()
+    decided["linked"] = wanted & decided["guard"].isna().to_numpy()
+    # The score the clustering sees: 1 for a rule link, 0 for a guarded pair, else the model's probability.
+    decided["link_score"] = np.where(decided["guard"].notna(), 0.0, np.where(decided["rule"].notna(), 1.0, decided["probability"]))
+    return decided
+
+
+def evidence(row: pd.Series) -> str:
+    """The JSON explanation stored with a pair: rule, score, each field's contribution, guard."""
+    document: dict[str, object] = {
+        "probability": round(float(row["probability"]), 6),
+        "match_weight": round(float(row["match_weight"]), 3),
+        "fields": {name: round(float(row[f"w_{name}"]), 3) for name in COMPARISONS if row[f"w_{name}"] != 0},
+    }
+    if isinstance(row.get("rule"), str):
+        document["rule"] = row["rule"]
+    if isinstance(row.get("guard"), str):
+        document["guard"] = row["guard"]
+    return json.dumps(document, sort_keys=True)

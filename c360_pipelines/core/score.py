@@ -1,0 +1,160 @@
+"""Identity stage 3: a match probability per candidate pair, learned without labels (Fellegi-Sunter).
+
+For every comparison level the model holds m (how often true matches show that level) and u (how often
+non-matches do). u is measured on random record pairs, which are almost all non-matches; m is estimated
+by expectation-maximisation over the candidate pairs. A pair's match weight is the prior log-odds plus the
+sum of log2(m/u) over its comparisons (a missing value adds nothing), and its probability follows. A shared
+email or phone is weighed by how many records hold that value (term frequency): a value held by two records
+is strong evidence, one held by forty is weak. The per-comparison terms are the explanation of a score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from c360_pipelines.core.compare import COMPARISONS, LEVELS, MISSING, compare_pairs
+from c360_pipelines.core.records import MatchInput
+
+# Comparisons whose top level is weighed by how common the shared value is.
+FREQUENCY_ADJUSTED = {"email": 1, "phone": 1, "first_name": 3, "last_name": 3}
+_EPSILON = 1e-6
+
+
+@dataclass
+class MatchModel:
+    """m and u probabilities per comparison level, and the prior probability that a candidate pair matches."""
+
+    m: dict[str, dict[int, float]]
+    u: dict[str, dict[int, float]]
+    prior: float
+    records: int
+    iterations: int = 0
+    trained_on_pairs: int = 0
+    history: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "m": {c: {str(k): v for k, v in levels.items()} for c, levels in self.m.items()},
+            "u": {c: {str(k): v for k, v in levels.items()} for c, levels in self.u.items()},
+            "prior": self.prior,
+            "records": self.records,
+            "iterations": self.iterations,
+            "trained_on_pairs": self.trained_on_pairs,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> MatchModel:
+        def levels(raw: object) -> dict[str, dict[int, float]]:
+            return {c: {int(k): float(v) for k, v in ls.items()} for c, ls in raw.items()}  # type: ignore[union-attr]
+
+        return cls(levels(data["m"]), levels(data["u"]), float(data["prior"]), int(data["records"]),  # type: ignore[arg-type]
+                   int(data.get("iterations", 0)), int(data.get("trained_on_pairs", 0)))  # type: ignore[call-overload]
+
+
+def random_pairs(count: int, records: int, seed: int = 360) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, records, count)
+    j = rng.integers(0, records, count)
+    keep = i != j
+    lo, hi = np.minimum(i, j)[keep], np.maximum(i, j)[keep]
+    return pd.DataFrame({"i": lo, "j": hi}).drop_duplicates().reset_index(drop=True)
+
+
+def estimate_u(data: MatchInput, sample_pairs: int = 300_000, seed: int = 360) -> dict[str, dict[int, float]]:
+    """u per level: how often random pairs (nearly all non-matches) agree at that level."""
+    sample = compare_pairs(data, random_pairs(sample_pairs, len(data), seed))
+    return {name: _level_shares(sample[name], name) for name in COMPARISONS}
+
+
+def _level_shares(
+    levels: pd.Series, name: str, weights: np.ndarray | None = None, pseudo_count: float = 0.0
+) -> dict[int, float]:
+    """Share of each level among pairs with a value (weighted); pseudo-counts keep unseen levels possible."""
+    present = levels.to_numpy() != MISSING
+    w = np.ones(len(levels)) if weights is None else weights
+    total = w[present].sum() + pseudo_count * len(LEVELS[name])
+    shares = {}
+    for level in LEVELS[name]:
+        hit = w[present & (levels.to_numpy() == level)].sum() + pseudo_count
+        shares[level] = float(max(hit / total, _EPSILON)) if total > 0 else _EPSILON
+    return shares
+
+
+# Evidence that singles a person out; a pair agreeing on three of these (not counting the field being
+# estimated) is almost surely a match, whatever that field says.
+_ANCHORS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
+    "email": lambda c: ((c["email"] == 1) & (c["email_freq"] <= 2)).to_numpy(),
+    "phone": lambda c: ((c["phone"] == 1) & (c["phone_freq"] <= 2)).to_numpy(),
+    "identifier": lambda c: (c["identifier"] == 1).to_numpy(),
+    "birth_date": lambda c: (c["birth_date"] == 3).to_numpy(),
+    "first_name": lambda c: (c["first_name"] >= 2).to_numpy(),
+    "last_name": lambda c: (c["last_name"] >= 2).to_numpy(),
+}
+MIN_ANCHORS = 3
+
+
+def estimate_m(compared: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """m per level, for each field from the pairs that agree on at least three *other* identifying fields.
+
+    Plain EM lets its match class drift onto pairs that agree on correlated fields (a household shares a
+    surname, an address and a landline); choosing each field's positives without that field avoids it.
+    """
+    agreements = {name: anchor(compared) for name, anchor in _ANCHORS.items()}
+    m: dict[str, dict[int, float]] = {}
+    for name in COMPARISONS:
+        others = sum(hit.astype(int) for other, hit in agreements.items() if other != name)
+        positives = others >= MIN_ANCHORS
+        m[name] = _level_shares(compared[name], name, positives.astype(float), pseudo_count=1.0)
+    return m
+
+
+def train(data: MatchInput, compared: pd.DataFrame, iterations: int = 50, seed: int = 360) -> MatchModel:
+    """u from random pairs, m from anchored candidate pairs, then the prior by EM with m and u fixed."""
+    model = MatchModel(m=estimate_m(compared), u=estimate_u(data, seed=seed), prior=0.5, records=len(data),
+                       trained_on_pairs=len(compared))
+    for iteration in range(iterations):
+        probability = predict(model, compared)["probability"].to_numpy()
+        prior = float(np.clip(probability.mean(), _EPSILON, 1 - _EPSILON))
+        model.history.append(abs(prior - model.prior))
+        model.prior, model.iterations = prior, iteration + 1
+        if model.history[-1] < 1e-5:
+            break
+    return model
+
+
+def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True) -> pd.DataFrame:
+    """log2(m/u) per comparison per pair (0 for a missing value): the evidence each field gives."""
+    terms = pd.DataFrame(index=compared.index)
+    for name in COMPARISONS:
+        levels = compared[name].to_numpy()
+        weight_of = {level: np.log2(model.m[name][level] / model.u[name][level]) for level in LEVELS[name]}
+        lookup = np.zeros(max(LEVELS[name]) + 2)  # index level + 1, so MISSING (-1) lands on 0.0
+        for level, weight in weight_of.items():
+            lookup[level + 1] = weight
+        terms[name] = lookup[levels.astype(int) + 1]
+        if frequency_adjusted and name in FREQUENCY_ADJUSTED:
+            top = FREQUENCY_ADJUSTED[name]
+            freq = compared[f"{name}_freq"].to_numpy()
+            shared = (levels == top) & (freq > 0)
+            # u for a specific shared value: the chance that a random other record holds that same value.
+            value_u = np.clip(freq / max(model.records, 2), _EPSILON, 1.0)
+            terms.loc[shared, name] = np.log2(model.m[name][top] / value_u[shared])
+    return terms
+
+
+def predict(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True) -> pd.DataFrame:
+    """Match weight and probability per compared pair, with each comparison's contribution."""
+    terms = contributions(model, compared, frequency_adjusted)
+    prior_weight = np.log2(model.prior / (1 - model.prior))
+    weight = prior_weight + terms.sum(axis=1).to_numpy()
+    probability = 1.0 / (1.0 + np.power(2.0, -np.clip(weight, -60, 60)))
+    result = compared[["i", "j"]].copy()
+    result["match_weight"] = weight
+    result["probability"] = probability
+    for name in COMPARISONS:
+        result[f"w_{name}"] = terms[name].to_numpy()
+    return result

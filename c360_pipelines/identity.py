@@ -1,0 +1,195 @@
+"""Identity resolution over the warehouse: train the match model, then resolve every record to a 360 ID.
+
+The model is a persisted, versioned artefact (`match_model`), trained when there is none or when asked;
+resolution always scores with the latest one, so re-running on unchanged data links exactly the same pairs
+and keeps every ID. Each step reads the canonical tables and writes its own tables in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from c360_pipelines.config import MatchConfig
+from c360_pipelines.core import block, compare, link, score
+from c360_pipelines.core.cluster import cluster_records
+from c360_pipelines.core.ids import assign_ids
+from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input
+from c360_pipelines.ingest import utc_now
+from c360_pipelines.model import TABLES
+from resources.warehouse import WarehouseResource
+
+KEEP_PROBABILITY = 0.01
+
+
+@dataclass
+class Prepared:
+    data: MatchInput
+    candidates: block.Candidates
+    compared: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class ResolutionReport:
+    records: int
+    candidate_pairs: int
+    linked_pairs: int
+    guarded_pairs: int
+    people: int
+    created: int
+    merged: int
+    split: int
+    guard_events: int
+
+
+def load_match_input(warehouse: WarehouseResource) -> MatchInput:
+    def read(sql: str) -> pd.DataFrame:
+        return warehouse.read_frame(sql)
+
+    return build_match_input(
+        read("SELECT source, source_record_id, first_name_norm, last_name_norm, birth_date FROM individual"),
+        read("SELECT source, source_record_id, email_key, is_valid FROM contact_point_email"),
+        read("SELECT source, source_record_id, phone_e164, is_valid FROM contact_point_phone"),
+        read("SELECT source, source_record_id, line1, postal_code, city FROM contact_point_address"),
+        read("SELECT source, source_record_id, identification_type, identifier FROM party_identification"),
+    )
+
+
+def prepare(data: MatchInput, config: MatchConfig) -> Prepared:
+    """Drop junk values, find candidate pairs, drop values too common to mean anything, compare."""
+    junk = frozenset(config.junk_values)
+    data = _without_values(data, junk)
+    candidates = block.candidate_pairs(data, config.max_block_size)
+    common = frozenset(candidates.too_common["value"])
+    data = _without_values(data, common)
+    return Prepared(data, candidates, compare.compare_pairs(data, candidates.pairs))
+
+
+def _without_values(data: MatchInput, values: frozenset[str]) -> MatchInput:
+    if not values:
+        return data
+    return MatchInput(
+        records=data.records,
+        emails=data.emails[~data.emails["value"].isin(values)],
+        phones=data.phones[~data.phones["value"].isin(values)],
+        identifiers=data.identifiers[~data.identifiers["value"].isin(values)],
+        addresses=data.addresses,
+    )
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+def train_match_model(warehouse: WarehouseResource, config: MatchConfig) -> tuple[int, score.MatchModel]:
+    """Train a new model version on the current canonical tables and store it."""
+    prepared = prepare(load_match_input(warehouse), config)
+    model = score.train(prepared.data, prepared.compared)
+    with warehouse.transaction() as connection:
+        latest = connection.execute(sa.select(sa.func.max(TABLES["match_model"].c.version))).scalar() or 0
+        version = int(latest) + 1
+        row = pd.DataFrame([{"version": version, "trained_at": utc_now(), "records": len(prepared.data),
+                             "candidate_pairs": len(prepared.compared), "parameters": json.dumps(model.to_json())}])
+        warehouse.insert_rows("match_model", row, connection)
+    return version, model
+
+
+def latest_match_model(warehouse: WarehouseResource) -> score.MatchModel | None:
+    parameters = warehouse.scalar("SELECT parameters FROM match_model ORDER BY version DESC LIMIT 1")
+    return score.MatchModel.from_json(json.loads(parameters)) if parameters else None
+
+
+# ---------------------------------------------------------------------------------------- resolve
+
+
+def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchConfig, pairs: pd.DataFrame | None = None,
+                     compared: pd.DataFrame | None = None) -> pd.DataFrame:
+    if compared is None:
+        compared = prepared.compared if pairs is None else compare.compare_pairs(prepared.data, pairs)
+    model = _scaled_to(model, len(prepared.data))
+    return link.decide_links(prepared.data, compared, score.predict(model, compared), config)
+
+
+def _scaled_to(model: score.MatchModel, records: int) -> score.MatchModel:
+    """Term-frequency weights depend on how many records there are now, not when the model was trained."""
+    return score.MatchModel(model.m, model.u, model.prior, records, model.iterations, model.trained_on_pairs)
+
+
+def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: dt.datetime | None = None) -> ResolutionReport:
+    """Link, cluster and assign 360 IDs; write identity_link, xref, ids and identity_guard."""
+    now = now or utc_now()
+    model = latest_match_model(warehouse)
+    if model is None:
+        _, model = train_match_model(warehouse, config)
+    prepared = prepare(load_match_input(warehouse), config)
+    decided = score_and_decide(prepared, model, config)
+    links = decided.loc[decided["linked"], ["i", "j", "link_score"]].rename(columns={"link_score": "score"})
+
+    def score_missing(pairs: pd.DataFrame) -> pd.Series:
+        return score_and_decide(prepared, model, config, pairs=pairs)["link_score"]
+
+    clustering = cluster_records(len(prepared.data), links, score_missing, config.threshold, config.max_cluster_size)
+    records = prepared.data.records
+    clusters = pd.DataFrame({"record_key": records["record_key"], "cluster": clustering.labels})
+    previous_xref = warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref")
+    previous_xref["record_key"] = previous_xref["source"] + RECORD_KEY_SEPARATOR + previous_xref["source_record_id"]
+    previous_ids = warehouse.read_frame("SELECT * FROM ids")
+    assignment = assign_ids(clusters, previous_xref, previous_ids, now)
+
+    keys = records["record_key"].to_numpy()
+    kept = decided[(decided["probability"] >= KEEP_PROBABILITY) | decided["rule"].notna() | decided["guard"].notna()]
+    link_rows = pd.DataFrame({
+        "record_a": keys[kept["i"].to_numpy()], "record_b": keys[kept["j"].to_numpy()],
+        "probability": kept["probability"].to_numpy(), "match_weight": kept["match_weight"].to_numpy(),
+        "rule": kept["rule"].to_numpy(), "guard": kept["guard"].to_numpy(), "linked": kept["linked"].to_numpy(),
+        "evidence": [link.evidence(row) for _, row in kept.iterrows()],
+    })
+    xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
+    guards = _guard_rows(prepared.candidates.too_common, clustering.guard_events, now)
+    with warehouse.transaction() as connection:
+        for table in ("identity_link", "xref", "ids"):
+            connection.execute(TABLES[table].delete())
+        warehouse.insert_rows("identity_link", link_rows, connection)
+        warehouse.insert_rows("xref", xref, connection)
+        warehouse.insert_rows("ids", assignment.ids, connection)
+        warehouse.insert_rows("identity_guard", guards, connection)
+    change_counts = assignment.changes["change"].value_counts()
+    return ResolutionReport(
+        records=len(records), candidate_pairs=len(decided), linked_pairs=int(decided["linked"].sum()),
+        guarded_pairs=int(decided["guard"].notna().sum()), people=int(assignment.xref["c360_id"].nunique()),
+        created=int(change_counts.get("created", 0)), merged=int(change_counts.get("merged", 0)),
+        split=int(change_counts.get("split", 0)), guard_events=len(guards),
+    )
+
+
+def _xref_rows(xref: pd.DataFrame, labels: np.ndarray, decided: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
+    """Each record with its person and the strongest link inside its cluster (its evidence)."""
+    same_cluster = decided[labels[decided["i"].to_numpy()] == labels[decided["j"].to_numpy()]]
+    both_ways = pd.concat([
+        same_cluster.assign(rec=same_cluster["i"], other=same_cluster["j"]),
+        same_cluster.assign(rec=same_cluster["j"], other=same_cluster["i"]),
+    ])
+    best = both_ways.sort_values("link_score", ascending=False).drop_duplicates("rec").set_index("rec")
+    evidence = {rec: json.dumps({"linked_to": keys[row.other], **json.loads(link.evidence(row))}, sort_keys=True)
+                for rec, row in best.iterrows()}
+    position = {key: index for index, key in enumerate(keys)}
+    source, _, record_id = xref["record_key"].str.partition(RECORD_KEY_SEPARATOR).T.to_numpy()
+    return pd.DataFrame({
+        "source": source, "source_record_id": record_id, "c360_id": xref["c360_id"].to_numpy(),
+        "evidence": [evidence.get(position[key], '"single record"') for key in xref["record_key"]],
+    })
+
+
+def _guard_rows(too_common: pd.DataFrame, events: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+    common = pd.DataFrame({
+        "resolved_at": now, "guard": "too_common_value", "value": too_common["value"].astype(str),
+        "records": too_common["records"].astype("int64"),
+        "detail": "shared by too many records to identify anyone (" + too_common["blocking_key"] + ")",
+    })
+    clusters = events.assign(resolved_at=now, value=None)
+    return pd.concat([common, clusters], ignore_index=True).reindex(
+        columns=["resolved_at", "guard", "value", "records", "detail"])
