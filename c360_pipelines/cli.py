@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -76,7 +77,7 @@ def run(config: ConfigOption = None) -> None:
         _fail(error)
     if not summary.batches:
         console.print("nothing new: every batch is already landed and staged")
-    sources = [stage for stage in summary.stages if stage.name != "conformed"]
+    sources = [stage for stage in summary.stages if stage.name not in ("conformed", "identity")]
     if sources:
         table = Table(title="sources (all batches landed so far)", title_justify="left")
         for column in ("source", "batches", "rows read", "rows staged", "rows quarantined", "seconds"):
@@ -85,8 +86,9 @@ def run(config: ConfigOption = None) -> None:
             table.add_row(stage.name, *(f"{v:,}" for v in stage.counts.values()), f"{stage.seconds:.1f}")
         console.print(table)
     for stage in summary.stages:
-        if stage.name == "conformed":
-            table = Table(title=f"conformed tables (rebuilt in {stage.seconds:.1f}s)", title_justify="left")
+        if stage.name in ("conformed", "identity"):
+            title = "conformed tables (rebuilt" if stage.name == "conformed" else "identity (resolved"
+            table = Table(title=f"{title} in {stage.seconds:.1f}s)", title_justify="left")
             table.add_column("table")
             table.add_column("rows", justify="right")
             for name, count in stage.counts.items():
@@ -157,15 +159,22 @@ def export(
     warehouse = WarehouseResource(url=project.warehouse)
     warehouse.ensure_tables()
     output.parent.mkdir(parents=True, exist_ok=True)
-    rows = _export_table(warehouse.engine, TABLES[table], output, suffix)
+    rows = _export_table(warehouse.engine, TABLES[table], output, suffix, EXPORT_COLUMNS.get(table))
     console.print(f"wrote {rows:,} rows of {table} to {output}")
 
 
-def _export_table(engine: sa.Engine, table: sa.Table, output: Path, suffix: str, chunk_rows: int = 100_000) -> int:
+# Tables whose export is a contract with other systems: exactly these columns, in this order.
+EXPORT_COLUMNS = {"xref": ["source", "source_record_id", "c360_id"]}
+
+
+def _export_table(engine: sa.Engine, table: sa.Table, output: Path, suffix: str, columns: list[str] | None = None,
+                  chunk_rows: int = 100_000) -> int:
     rows = 0
     writer: pq.ParquetWriter | None = None
+    selected = [table.c[name] for name in columns] if columns else list(table.columns)
     with engine.connect() as connection, open(output, "w", encoding="utf-8", newline="") as text_out:
-        chunks = pd.read_sql(sa.select(table), connection, chunksize=chunk_rows)
+        statement = sa.select(*selected).order_by(*list(table.primary_key.columns) or selected[:2])
+        chunks = pd.read_sql(statement, connection, chunksize=chunk_rows)
         for index, chunk in enumerate(chunks):
             rows += len(chunk)
             if suffix == ".csv":
@@ -181,13 +190,65 @@ def _export_table(engine: sa.Engine, table: sa.Table, output: Path, suffix: str,
                 writer.write_table(batch.cast(writer.schema))
     if suffix == ".parquet":
         if writer is None:
-            empty = pd.DataFrame({c.name: pd.Series(dtype="object") for c in table.columns})
+            empty = pd.DataFrame({c.name: pd.Series(dtype="object") for c in selected})
             pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), output)
         else:
             writer.close()
     elif suffix == ".csv" and rows == 0:
-        output.write_text(",".join(c.name for c in table.columns) + "\n", encoding="utf-8")
+        output.write_text(",".join(c.name for c in selected) + "\n", encoding="utf-8")
     return rows
+
+
+@app.command()
+def lookup(
+    source: Annotated[str, typer.Option("--source", "-s", help="The source, as named in c360.yaml.")],
+    record_id: Annotated[str, typer.Option("--id", help="The record's key in that source.")],
+    config: ConfigOption = None,
+) -> None:
+    """Print the person a source record belongs to (360 ID, every linked record) as JSON."""
+    from c360_pipelines.identity import lookup_record
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    person = lookup_record(WarehouseResource(url=project.warehouse), source, record_id)
+    if person is None:
+        _fail(LookupError(f"no record {source}:{record_id} in xref (is the source name right, and has `c360 run` run?)"))
+    print(json.dumps(person, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command()
+def explain(
+    record_a: Annotated[str, typer.Argument(help="A record as SOURCE:ID, e.g. crm:003000000001.")],
+    record_b: Annotated[str, typer.Argument(help="Another record as SOURCE:ID.")],
+    config: ConfigOption = None,
+) -> None:
+    """Why two records are (or are not) the same person: rule, score per field, guards."""
+    from c360_pipelines.identity import explain_pair
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    try:
+        why = explain_pair(WarehouseResource(url=project.warehouse), project.match, record_a, record_b)
+    except LookupError as error:
+        _fail(error)
+    verdict = "the SAME person" if why.same_person else "DIFFERENT people"
+    console.print(f"{record_a} and {record_b} are {verdict} ({why.c360_ids[0]} / {why.c360_ids[1]})", highlight=False)
+    table = Table(title="evidence, field by field (bits: + for same person, - against)", title_justify="left")
+    for column in ("field", "agreement", "bits"):
+        table.add_column(column, justify="right" if column == "bits" else "left")
+    for name, level, bits in why.fields:
+        table.add_row(name, level, f"{bits:+.1f}")
+    console.print(table)
+    console.print(f"model: match weight {why.match_weight:+.1f} bits, probability {why.probability:.4f} "
+                  f"(links at {project.match.threshold})", highlight=False)
+    if why.rule:
+        console.print(f"rule that holds: {why.rule}", highlight=False)
+    if why.guard:
+        console.print(f"guard: {why.guard} (first names clearly differ: twins, family members) - not linked directly",
+                      highlight=False)
+    console.print(f"pair decision: {'linked' if why.linked else 'not linked'}"
+                  + ("" if why.linked == why.same_person else " (the clustering decided otherwise, through the other records)"),
+                  highlight=False)
 
 
 if __name__ == "__main__":

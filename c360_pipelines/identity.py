@@ -193,3 +193,85 @@ def _guard_rows(too_common: pd.DataFrame, events: pd.DataFrame, now: dt.datetime
     clusters = events.assign(resolved_at=now, value=None)
     return pd.concat([common, clusters], ignore_index=True).reindex(
         columns=["resolved_at", "guard", "value", "records", "detail"])
+
+
+# ---------------------------------------------------------------------------------------------- explain
+
+
+@dataclass(frozen=True)
+class Explanation:
+    record_a: str
+    record_b: str
+    same_person: bool
+    c360_ids: tuple[str | None, str | None]
+    probability: float
+    match_weight: float
+    rule: str | None
+    guard: str | None
+    linked: bool
+    fields: list[tuple[str, str, float]]  # comparison, level name, contribution in bits
+
+
+def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: str, record_b: str) -> Explanation:
+    """Why two records are (or are not) the same person, computed with the current model and data."""
+    model = latest_match_model(warehouse)
+    if model is None:
+        raise LookupError("no match model yet: run `c360 run` first")
+    prepared = prepare(load_match_input(warehouse), config)
+    position = {key: index for index, key in enumerate(prepared.data.records["record_key"])}
+    for key in (record_a, record_b):
+        if key not in position:
+            raise LookupError(f"no source record {key} (expected SOURCE:ID, e.g. crm:0031)")
+    i, j = sorted((position[record_a], position[record_b]))
+    compared = compare.compare_pairs(prepared.data, pd.DataFrame({"i": [i], "j": [j]}))
+    decided = score_and_decide(prepared, model, config, compared=compared).iloc[0]
+    ids = warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref")
+    by_key = dict(zip(ids["source"] + RECORD_KEY_SEPARATOR + ids["source_record_id"], ids["c360_id"], strict=True))
+    id_a, id_b = by_key.get(record_a), by_key.get(record_b)
+    fields = []
+    for name in compare.COMPARISONS:
+        level = int(compared.iloc[0][name])
+        label = "missing on one side" if level == compare.MISSING else compare.LEVELS[name][level]
+        fields.append((name, label, float(decided[f"w_{name}"])))
+    return Explanation(
+        record_a, record_b, id_a is not None and id_a == id_b, (id_a, id_b), float(decided["probability"]),
+        float(decided["match_weight"]), decided["rule"] if isinstance(decided["rule"], str) else None,
+        decided["guard"] if isinstance(decided["guard"], str) else None, bool(decided["linked"]), fields,
+    )
+
+
+def lookup_record(warehouse: WarehouseResource, source: str, source_record_id: str) -> dict[str, object] | None:
+    """The person a source record belongs to: 360 ID and every linked source record."""
+    found = warehouse.read_frame(
+        "SELECT c360_id FROM xref WHERE source = :source AND source_record_id = :id",
+        {"source": source, "id": source_record_id},
+    )
+    if found.empty:
+        return None
+    c360_id = str(found["c360_id"].iloc[0])
+    records = warehouse.read_frame(
+        "SELECT x.source, x.source_record_id, i.first_name, i.last_name, i.birth_date, x.evidence "
+        "FROM xref x JOIN individual i ON i.source = x.source AND i.source_record_id = x.source_record_id "
+        "WHERE x.c360_id = :id ORDER BY x.source, x.source_record_id",
+        {"id": c360_id},
+    )
+    emails = warehouse.read_frame(
+        "SELECT DISTINCT e.email FROM contact_point_email e JOIN xref x ON x.source = e.source "
+        "AND x.source_record_id = e.source_record_id WHERE x.c360_id = :id AND e.email IS NOT NULL ORDER BY 1",
+        {"id": c360_id},
+    )
+    phones = warehouse.read_frame(
+        "SELECT DISTINCT p.phone_e164 FROM contact_point_phone p JOIN xref x ON x.source = p.source "
+        "AND x.source_record_id = p.source_record_id WHERE x.c360_id = :id AND p.phone_e164 IS NOT NULL ORDER BY 1",
+        {"id": c360_id},
+    )
+    return {
+        "c360_id": c360_id,
+        "records": [
+            {key: (None if pd.isna(value) else (json.loads(value) if key == "evidence" else str(value)))
+             for key, value in row.items()}
+            for row in records.to_dict("records")
+        ],
+        "emails": emails["email"].tolist(),
+        "phones": phones["phone_e164"].tolist(),
+    }

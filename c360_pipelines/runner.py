@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.conformed import conformed_key
+from assets.identity import IDS_KEY, LINKS_KEY, MODEL_KEY, XREF_KEY
 from assets.sources import batch_partitions, raw_key, staged_key
 from c360_pipelines.config import C360Config, ConfigError
 from c360_pipelines.definitions import build_definitions
@@ -79,9 +80,16 @@ def run_pipeline(
     warehouse.ensure_tables()
     defs = build_definitions(config)
     assets = list(defs.assets or [])
-    resources = {"warehouse": warehouse}
     summary = RunSummary()
     seconds: dict[str, float] = {}
+
+    def materialize(selection: object, what: str, partition_key: str | None = None) -> None:
+        result = dg.materialize(
+            assets, selection=selection, partition_key=partition_key, instance=instance,  # type: ignore[arg-type]
+            resources={"warehouse": warehouse}, tags={"c360/trigger": "c360 run"}, run_config=QUIET_RUN_CONFIG,
+            raise_on_error=False,
+        )
+        _raise_on_failure(result, what)
 
     pending = pending_batches(config, warehouse)
     for source in config.sources:
@@ -96,17 +104,8 @@ def run_pipeline(
         source_started = time.perf_counter()
         for batch in batches:
             progress(f"{source.name}: landing and staging {batch.batch_id}")
-            result = dg.materialize(
-                assets,
-                selection=[raw_key(source.name), staged_key(source.name)],
-                partition_key=batch.batch_id,
-                instance=instance,
-                resources=resources,
-                tags={"c360/trigger": "c360 run"},
-                run_config=QUIET_RUN_CONFIG,
-                raise_on_error=False,
-            )
-            _raise_on_failure(result, f"{source.name} batch {batch.batch_id}")
+            materialize([raw_key(source.name), staged_key(source.name)], f"{source.name} batch {batch.batch_id}",
+                        partition_key=batch.batch_id)
             summary.batches.append((source.name, batch.batch_id))
         seconds[source.name] = time.perf_counter() - source_started
 
@@ -114,20 +113,22 @@ def run_pipeline(
     if summary.batches or conformed_missing:
         progress("conformed: rebuilding the canonical tables")
         conformed_started = time.perf_counter()
-        result = dg.materialize(
-            assets,
-            selection=dg.AssetSelection.groups("conformed"),
-            instance=instance,
-            resources=resources,
-            tags={"c360/trigger": "c360 run"},
-            run_config=QUIET_RUN_CONFIG,
-            raise_on_error=False,
-        )
-        _raise_on_failure(result, "conformed tables")
+        materialize(dg.AssetSelection.groups("conformed"), "conformed tables")
         seconds["conformed"] = time.perf_counter() - conformed_started
+        progress("identity: linking records and assigning 360 IDs")
+        identity_started = time.perf_counter()
+        selection = [XREF_KEY, IDS_KEY, LINKS_KEY]
+        if instance.get_latest_materialization_event(MODEL_KEY) is None or not _has_model(warehouse):
+            selection.append(MODEL_KEY)
+        materialize(selection, "identity resolution")
+        seconds["identity"] = time.perf_counter() - identity_started
     summary.stages = stage_summaries(warehouse, seconds)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _has_model(warehouse: WarehouseResource) -> bool:
+    return warehouse.count("match_model") > 0
 
 
 def _raise_on_failure(result: dg.ExecuteInProcessResult, what: str) -> None:
@@ -170,4 +171,11 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float]) -> 
         tables = ("individual", "contact_point_email", "contact_point_phone", "contact_point_address",
                   "party_identification", "engagement")
         stages.append(StageSummary("conformed", seconds["conformed"], {t: warehouse.count(t) for t in tables}))
+    if "identity" in seconds:
+        people = warehouse.scalar("SELECT COUNT(*) FROM ids WHERE status = 'active'")
+        linked = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE linked")
+        guarded = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE guard IS NOT NULL")
+        stages.append(StageSummary("identity", seconds["identity"], {
+            "source records": warehouse.count("xref"), "people (360 IDs)": int(people),
+            "linked pairs": int(linked), "pairs kept apart by a guard": int(guarded)}))
     return stages

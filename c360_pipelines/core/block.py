@@ -38,6 +38,8 @@ def _from_columns(*columns: str) -> KeyBuilder:
 def _sounds_like_surname_in_postcode(data: MatchInput) -> pd.DataFrame:
     """Metaphone of the surname + first initial + postal code: catches surname typos at the same address."""
     frame = data.records[["last_name_norm", "first_name_norm", "postal_code"]].dropna()
+    if frame.empty:
+        return pd.DataFrame({"rec": pd.Series(dtype="int64"), "key": pd.Series(dtype="object")})
     codes = pd.Series(frame["last_name_norm"].unique())
     phonetic = dict(zip(codes, codes.map(jellyfish.metaphone), strict=True))
     key = frame["last_name_norm"].map(phonetic) + "|" + frame["first_name_norm"].str[0] + "|" + frame["postal_code"]

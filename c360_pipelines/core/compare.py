@@ -32,6 +32,8 @@ LEVELS: dict[str, dict[int, str]] = {
     "identifier": {1: "shared", 0: "different value of the same type"},
 }
 COMPARISONS = tuple(LEVELS)
+COMPARED_COLUMNS = ("i", "j", "first_name_sim", "first_name", "last_name_sim", "last_name", "first_name_freq",
+                    "last_name_freq", "birth_date", "email", "email_freq", "phone", "phone_freq", "address", "identifier")
 
 
 def similarity(left: pd.Series, right: pd.Series) -> np.ndarray:
@@ -65,6 +67,9 @@ def nickname_compatible(a: str, b: str) -> bool:
 
 def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
     """Levels (and the similarities behind them) for every candidate pair."""
+    if pairs.empty:
+        return pd.DataFrame({column: pd.Series(dtype="float64" if column.endswith("_sim") else "int64")
+                             for column in COMPARED_COLUMNS})
     records = data.records
     left = records.iloc[pairs["i"].to_numpy()].reset_index(drop=True)
     right = records.iloc[pairs["j"].to_numpy()].reset_index(drop=True)

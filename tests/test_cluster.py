@@ -1,0 +1,57 @@
+"""Clustering: linked pairs become people, without chaining and without runaway groups."""
+
+import pandas as pd
+
+from c360_pipelines.core.cluster import cluster_records
+
+
+def links(*edges: tuple[int, int, float]) -> pd.DataFrame:
+    return pd.DataFrame(edges, columns=["i", "j", "score"])
+
+
+def never(pairs: pd.DataFrame) -> pd.Series:
+    return pd.Series(0.0, index=pairs.index)
+
+
+def always(pairs: pd.DataFrame) -> pd.Series:
+    return pd.Series(0.99, index=pairs.index)
+
+
+def test_linked_records_form_one_person_and_the_rest_stay_single() -> None:
+    result = cluster_records(4, links((0, 1, 0.99)), never, 0.9, 25)
+    assert result.labels[0] == result.labels[1] and len(set(result.labels)) == 3
+
+
+def test_a_chain_through_one_record_does_not_join_records_that_disagree() -> None:
+    # 0-1 and 1-2 are links, but 0 and 2 score 0 against each other (twins sharing a record's details).
+    result = cluster_records(3, links((0, 1, 0.95), (1, 2, 0.95)), never, 0.9, 25)
+    assert result.labels[0] != result.labels[2]
+
+
+def test_records_agreeing_all_round_become_one_person() -> None:
+    result = cluster_records(3, links((0, 1, 0.99), (1, 2, 0.99)), always, 0.9, 25)
+    assert len(set(result.labels)) == 1
+
+
+def test_a_cluster_larger_than_the_limit_is_reported_and_not_merged() -> None:
+    star = links(*((0, k, 0.99) for k in range(1, 15)))
+    result = cluster_records(15, star, always, 0.9, max_cluster_size=10)
+    assert len(set(result.labels)) == 15
+    assert list(result.guard_events["guard"]) == ["cluster_size"]
+
+
+def test_a_linked_group_far_too_large_loses_its_weakest_links_first() -> None:
+    weak_star = [(0, k, 0.91) for k in range(1, 60)]
+    result = cluster_records(62, links(*weak_star, (60, 61, 0.99)), never, 0.9, max_cluster_size=10)
+    assert "component_size" in set(result.guard_events["guard"])
+    assert result.labels[60] == result.labels[61]  # the strong link elsewhere is untouched
+
+
+def test_a_cannot_link_decision_keeps_two_records_apart() -> None:
+    result = cluster_records(2, links((0, 1, 0.99)), always, 0.9, 25, cannot_link=pd.DataFrame({"i": [0], "j": [1]}))
+    assert result.labels[0] != result.labels[1]
+
+
+def test_a_must_link_decision_joins_two_records() -> None:
+    result = cluster_records(2, links(), always, 0.9, 25, must_link=pd.DataFrame({"i": [0], "j": [1]}))
+    assert result.labels[0] == result.labels[1]

@@ -1,0 +1,120 @@
+"""Identity resolution on the demo data set, whose truth is known: the hard cases stay apart, people join up."""
+
+import itertools
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from c360_pipelines.cli import app
+from c360_pipelines.config import C360Config, load_config
+from c360_pipelines.demo import write_demo
+from c360_pipelines.identity import explain_pair, resolve_identities
+from c360_pipelines.runner import run_pipeline
+from resources.warehouse import WarehouseResource
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> tuple[C360Config, pd.DataFrame, pd.DataFrame]:
+    """The demo for 600 people, run end to end once; returns the config, xref joined to truth, and people."""
+    root = tmp_path_factory.mktemp("identity_demo")
+    write_demo(root, people=600, seed=11)
+    config = load_config(root / "c360.yaml")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_pipeline(config, instance)
+    xref = WarehouseResource(url=config.warehouse).read_frame("SELECT source, source_record_id, c360_id FROM xref")
+    truth = pd.read_csv(root / "truth.csv", dtype=str).merge(xref, on=["source", "source_record_id"], how="left")
+    people = pd.read_csv(root / "people.csv", dtype=str).fillna("")
+    return config, truth, people
+
+
+def pairs(frame: pd.DataFrame, by: str) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for _, group in frame.groupby(by):
+        found.update(itertools.combinations(sorted(group["source"] + ":" + group["source_record_id"]), 2))
+    return found
+
+
+def test_every_record_gets_a_360_id(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame]) -> None:
+    _, truth, _ = resolved
+    assert truth["c360_id"].notna().all()
+
+
+def test_the_same_people_are_found_with_high_precision_and_recall(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame]) -> None:
+    _, truth, _ = resolved
+    true_pairs, found = pairs(truth, "person_id"), pairs(truth, "c360_id")
+    precision = len(true_pairs & found) / len(found)
+    recall = len(true_pairs & found) / len(true_pairs)
+    assert precision > 0.95 and recall > 0.95, (precision, recall)
+
+
+@pytest.mark.parametrize("tag", ["twin", "household", "shared_email"])
+def test_hard_cases_are_not_merged(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame], tag: str) -> None:
+    _, truth, people = resolved
+    tagged = set(people.loc[people["tags"].str.contains(tag), "person_id"])
+    ids_per_person = truth[truth["person_id"].isin(tagged)].groupby("c360_id")["person_id"].nunique()
+    wrongly_merged = int((ids_per_person > 1).sum())
+    assert wrongly_merged <= max(1, len(tagged) // 50), f"{wrongly_merged} 360 IDs mix {tag} people"
+
+
+def test_unrelated_people_typing_the_same_junk_email_are_not_linked(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame]) -> None:
+    config, truth, _ = resolved
+    warehouse = WarehouseResource(url=config.warehouse)
+    junk = warehouse.read_frame(
+        "SELECT source, source_record_id FROM contact_point_email WHERE email_key = 'noemail@example.com'")
+    merged = junk.merge(truth, on=["source", "source_record_id"]).groupby("c360_id")["person_id"].nunique()
+    assert len(junk) >= 2 and (merged <= 1).all()
+
+
+def test_a_rerun_on_unchanged_data_keeps_every_id(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame]) -> None:
+    config, truth, _ = resolved
+    warehouse = WarehouseResource(url=config.warehouse)
+    report = resolve_identities(warehouse, config.match)
+    again = warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref")
+    before = truth[["source", "source_record_id", "c360_id"]].sort_values(["source", "source_record_id"]).reset_index(drop=True)
+    after = again.sort_values(["source", "source_record_id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after, check_dtype=False)
+    assert report.created == report.merged == report.split == 0
+
+
+def test_explain_names_the_guard_that_keeps_twins_apart(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame]) -> None:
+    config, truth, people = resolved
+    twin_ids = people.loc[people["tags"].str.contains("twin"), "person_id"].tolist()
+    by_person = truth.groupby("person_id")
+    for first, second in zip(twin_ids[::2], twin_ids[1::2], strict=False):
+        a, b = by_person.get_group(first).iloc[0], by_person.get_group(second).iloc[0]
+        why = explain_pair(WarehouseResource(url=config.warehouse), config.match,
+                           f"{a.source}:{a.source_record_id}", f"{b.source}:{b.source_record_id}")
+        if why.guard:
+            assert not why.same_person and why.guard == "name_conflict"
+            assert dict((f, lv) for f, lv, _ in why.fields)["first_name"] == "different"
+            return
+    pytest.fail("no twin pair was compared: the demo should contain twins sharing a surname and an address")
+
+
+def test_lookup_prints_the_person_with_all_their_records(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame]) -> None:
+    config, truth, _ = resolved
+    multi = truth.groupby("c360_id").filter(lambda g: g["source"].nunique() >= 3).iloc[0]
+    result = CliRunner().invoke(app, ["lookup", "--source", multi.source, "--id", multi.source_record_id,
+                                      "--config", str(config.config_path)])
+    assert result.exit_code == 0, result.output
+    person = json.loads(result.output)
+    assert person["c360_id"] == multi.c360_id and len({r["source"] for r in person["records"]}) >= 3
+
+
+def test_export_xref_has_exactly_the_contract_columns(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
+    config, truth, _ = resolved
+    out = tmp_path / "xref.csv"
+    result = CliRunner().invoke(app, ["export", "xref", "-o", str(out), "--config", str(config.config_path)])
+    assert result.exit_code == 0, result.output
+    exported = pd.read_csv(out, dtype=str)
+    assert list(exported.columns) == ["source", "source_record_id", "c360_id"] and len(exported) == len(truth)
+
+
+def test_lookup_of_an_unknown_record_is_a_clear_error(resolved: tuple[C360Config, pd.DataFrame, pd.DataFrame]) -> None:
+    config, _, _ = resolved
+    result = CliRunner().invoke(app, ["lookup", "--source", "crm", "--id", "nope", "--config", str(config.config_path)])
+    assert result.exit_code == 2 and "no record crm:nope" in result.output
