@@ -110,13 +110,8 @@ def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchC
                      compared: pd.DataFrame | None = None) -> pd.DataFrame:
     if compared is None:
         compared = prepared.compared if pairs is None else compare.compare_pairs(prepared.data, pairs)
-    model = _scaled_to(model, len(prepared.data))
+    model = score.rescaled(model, len(prepared.data))
     return link.decide_links(prepared.data, compared, score.predict(model, compared), config)
-
-
-def _scaled_to(model: score.MatchModel, records: int) -> score.MatchModel:
-    """Term-frequency weights depend on how many records there are now, not when the model was trained."""
-    return score.MatchModel(model.m, model.u, model.prior, records, model.iterations, model.trained_on_pairs)
 
 
 def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: dt.datetime | None = None) -> ResolutionReport:

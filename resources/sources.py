@@ -131,7 +131,7 @@ class FileDropReader:
         encoding = self.source.encoding or detect_encoding(data)
         if not data.strip(b"\xef\xbb\xbf \t\r\n"):
             return RawBatch(_empty_rows([]))
-        header = _csv_header(data, encoding, self.source.delimiter)
+        header, header_lines = _csv_header(data, encoding, self.source.delimiter)
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if duplicated:
             raise ConfigError(
@@ -147,7 +147,10 @@ class FileDropReader:
 
         table = pacsv.read_csv(
             pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(encoding=encoding, use_threads=False, block_size=1 << 24),
+            # Our own (trimmed) names: 'Id, Name' headers are common, and ' Name' would not match the mapping.
+            read_options=pacsv.ReadOptions(
+                encoding=encoding, use_threads=False, block_size=1 << 24, column_names=header, skip_rows=header_lines
+            ),
             parse_options=pacsv.ParseOptions(
                 delimiter=self.source.delimiter, newlines_in_values=True, invalid_row_handler=keep_aside
             ),
@@ -175,12 +178,14 @@ def detect_encoding(data: bytes) -> str:
     return "latin-1"
 
 
-def _csv_header(data: bytes, encoding: str, delimiter: str) -> list[str]:
+def _csv_header(data: bytes, encoding: str, delimiter: str) -> tuple[list[str], int]:
+    """The column names (trimmed) and how many physical lines the header takes."""
     head = data[: 1 << 16].decode(encoding, errors="replace").removeprefix("\ufeff")
-    for record in csv.reader(io.StringIO(head), delimiter=delimiter):
+    reader = csv.reader(io.StringIO(head), delimiter=delimiter)
+    for record in reader:
         if record:
-            return [name.strip() for name in record]
-    return []
+            return [name.strip() for name in record], reader.line_num
+    return [], 0
 
 
 def _empty_rows(columns: list[str]) -> pd.DataFrame:

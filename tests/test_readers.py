@@ -130,3 +130,10 @@ def test_a_bad_query_names_the_source_and_the_key(tmp_path: Path) -> None:
 def test_batches_to_run_keeps_only_new_or_changed_batches() -> None:
     offered = [BatchRef("a", "a", "1"), BatchRef("b", "b", "2"), BatchRef("c", "c", "3")]
     assert [b.batch_id for b in batches_to_run(offered, {"a": "1", "b": "changed"})] == ["b", "c"]
+
+
+def test_spaces_around_header_names_are_trimmed_so_the_mapping_finds_them(tmp_path: Path) -> None:
+    batch_id = drop(tmp_path, "a.csv", b"Id, Name , Zip\n1, Ann,02134\n")
+    batch = reader(tmp_path).read(batch_id)
+    assert batch.columns == ["Id", "Name", "Zip"]
+    assert batch.rows.loc[0, ["Name", "Zip"]].tolist() == [" Ann", "02134"]

@@ -56,6 +56,11 @@ BLOCKING_KEYS: dict[str, KeyBuilder] = {
     "address": _from_columns("line1", "postal_code"),
     "surname_sound_initial_postal_code": _sounds_like_surname_in_postcode,
     "full_name": _from_columns("first_name_norm", "last_name_norm"),
+    "names_either_order": _from_columns("name_tokens"),
+    "birth_date_postal_code": _from_columns("birth_date", "postal_code"),
+    "birth_date_surname_initial": _from_columns("birth_date", "last_initial"),
+    "birth_date_first_initial": _from_columns("birth_date", "first_initial"),
+    "postal_code_birth_year": _from_columns("postal_code", "birth_year"),
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from nicknames import NickNamer
 from rapidfuzz import process
-from rapidfuzz.distance import JaroWinkler
+from rapidfuzz.distance import DamerauLevenshtein, JaroWinkler
 
 from c360_pipelines.core.records import MatchInput
 
@@ -26,10 +26,10 @@ LEVELS: dict[str, dict[int, str]] = {
     "first_name": {3: "same", 2: "nickname", 1: "similar", 0: "different"},
     "last_name": {3: "same", 2: "very similar", 1: "similar", 0: "different"},
     "birth_date": {3: "same", 2: "one part differs or day/month swapped", 1: "same year", 0: "different"},
-    "email": {1: "shared", 0: "different"},
-    "phone": {1: "shared", 0: "different"},
+    "email": {2: "shared", 1: "one or two characters differ", 0: "different"},
+    "phone": {2: "shared", 1: "one or two digits differ", 0: "different"},
     "address": {3: "same street and postal code", 2: "similar street, same postal code", 1: "same postal code", 0: "different"},
-    "identifier": {1: "shared", 0: "different value of the same type"},
+    "identifier": {2: "shared", 1: "one or two characters differ", 0: "different value of the same type"},
 }
 COMPARISONS = tuple(LEVELS)
 COMPARED_COLUMNS = ("i", "j", "first_name_sim", "first_name", "last_name_sim", "last_name", "first_name_freq",
@@ -78,6 +78,7 @@ def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
     out["first_name"] = _first_name_levels(left["first_name_norm"], right["first_name_norm"], out["first_name_sim"])
     out["last_name_sim"] = similarity(left["last_name_norm"], right["last_name_norm"])
     out["last_name"] = _graded(left["last_name_norm"], right["last_name_norm"], out["last_name_sim"], (0.92, 0.8))
+    _credit_swapped_names(out, left, right)
     for name in ("first_name", "last_name"):
         counts = records[f"{name}_norm"].value_counts()
         same = out[name].to_numpy() == 3
@@ -85,10 +86,21 @@ def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
     out["birth_date"] = _birth_date_levels(left["birth_date"], right["birth_date"])
     for name, table in (("email", data.emails), ("phone", data.phones)):
         level, freq = _shared_value_levels(pairs, table, value_counts=table["value"].value_counts())
-        out[name], out[f"{name}_freq"] = level, freq
+        near = _within_two_edits(left[name], right[name])
+        out[name] = np.where(level == 1, 2, np.where((level == 0) & near, 1, level)).astype("int8")
+        out[f"{name}_freq"] = freq
     out["address"] = _address_levels(data, pairs, left, right)
     out["identifier"] = _identifier_levels(data, pairs)
     return out
+
+
+def _credit_swapped_names(out: pd.DataFrame, left: pd.DataFrame, right: pd.DataFrame) -> None:
+    """First and last name entered the wrong way round on one side: both count as similar, not different."""
+    crossed = (similarity(left["first_name_norm"], right["last_name_norm"]) >= 0.9) & (
+        similarity(left["last_name_norm"], right["first_name_norm"]) >= 0.9)
+    swapped = crossed & (out["first_name"].to_numpy() <= 1) & (out["last_name"].to_numpy() <= 1)
+    for name in ("first_name", "last_name"):
+        out.loc[swapped, name] = np.maximum(out.loc[swapped, name], 1)
 
 
 def _graded(a: pd.Series, b: pd.Series, sim: pd.Series, thresholds: tuple[float, float]) -> np.ndarray:
@@ -159,9 +171,23 @@ def _address_levels(data: MatchInput, pairs: pd.DataFrame, left: pd.DataFrame, r
     return levels.astype("int8")
 
 
+def _within_two_edits(left: pd.Series, right: pd.Series) -> np.ndarray:
+    """Both present and at most two insertions, deletions, substitutions or transpositions apart."""
+    if not len(left):
+        return np.array([], dtype=bool)
+    edits = process.cpdist(left.fillna("").tolist(), right.fillna("").tolist(), scorer=DamerauLevenshtein.distance,
+                           workers=-1)
+    return (edits <= 2) & left.notna().to_numpy() & right.notna().to_numpy()
+
+
 def _identifier_levels(data: MatchInput, pairs: pd.DataFrame) -> np.ndarray:
+    """2: a shared identifier; 1: the same type with a value one or two keystrokes away; 0: different; -1: none."""
     ids = data.identifiers
     shared, _ = _shared_value_levels(pairs, ids, ids["value"].value_counts())
     typed = ids.assign(kind=ids["value"].str.split("=", n=1).str[0])[["rec", "kind"]].drop_duplicates()
     same_kind, _ = _shared_value_levels(pairs, typed.rename(columns={"kind": "value"}), typed["kind"].value_counts())
-    return np.where(shared == 1, 1, np.where(same_kind == 1, 0, MISSING)).astype("int8")
+    left = data.records["identifier"].iloc[pairs["i"].to_numpy()].reset_index(drop=True)
+    right = data.records["identifier"].iloc[pairs["j"].to_numpy()].reset_index(drop=True)
+    same_type = (left.str.split("=", n=1).str[0] == right.str.split("=", n=1).str[0]).fillna(False).to_numpy()
+    near = same_type & _within_two_edits(left, right)
+    return np.where(shared == 1, 2, np.where(near, 1, np.where(same_kind == 1, 0, MISSING))).astype("int8")

@@ -2,8 +2,9 @@
 
 A pair is linked when any rule holds for it (every criterion of the rule) or when the model's probability
 reaches the threshold, unless a guard intervenes. The name-conflict guard stops a link between records whose
-first names clearly differ (not equal, not nicknames, not a typo), which is what separates twins, spouses
-and parents sharing an address, a phone or a family email; a shared identifier overrides it. Every pair
+first names clearly differ (not equal, not nicknames, not a typo, not swapped with the surname), which is
+what separates twins, spouses and parents sharing an address, a phone or a family email; a shared identifier,
+or one a keystroke or two away, overrides it. Every pair
 keeps its evidence: the rule that fired, or the score with each field's contribution, and any guard.
 """
 
@@ -24,11 +25,11 @@ NAME_CONFLICT = "name_conflict"
 def criterion_holds(criterion: Criterion, compared: pd.DataFrame, data: MatchInput) -> np.ndarray:
     if criterion.identifier is not None:
         if criterion.identifier == "*":
-            return (compared["identifier"] == 1).to_numpy()
+            return (compared["identifier"] == 2).to_numpy()
         return _shares_identifier_of_type(compared, data, criterion.identifier)
     field = criterion.field
     if field in ("email", "phone"):
-        return (compared[field] == 1).to_numpy()
+        return (compared[field] == 2).to_numpy()
     if field == "birth_date":
         return (compared["birth_date"] == 3).to_numpy()
     if field == "postal_code":
@@ -67,7 +68,8 @@ def decide_links(data: MatchInput, compared: pd.DataFrame, scored: pd.DataFrame,
         holds = rule_holds(rule, compared, data) & decided["rule"].isna().to_numpy()
         decided.loc[holds, "rule"] = rule.name
     identifier_rule = decided["rule"].isin([r.name for r in config.rules if any(c.identifier for c in r.criteria)])
-    conflict = (compared["first_name"] == 0).to_numpy() & (compared["identifier"] != 1).to_numpy() & ~identifier_rule.to_numpy()
+    # A shared or nearly shared identifier (one typo) outweighs differing first names.
+    conflict = (compared["first_name"] == 0).to_numpy() & (compared["identifier"] < 1).to_numpy() & ~identifier_rule.to_numpy()
     decided["guard"] = np.where(conflict & config.name_conflict_guard, NAME_CONFLICT, None)
     wanted = decided["rule"].notna().to_numpy() | (decided["probability"] >= config.threshold).to_numpy()
     decided["linked"] = wanted & decided["guard"].isna().to_numpy()

@@ -59,10 +59,22 @@ def build_match_input(
     first_address = address_rows.drop_duplicates("rec").set_index("rec")
     records["line1"] = first_address["line1"].reindex(records.index)
     records["postal_code"] = first_address["postal_code"].reindex(records.index)
+    records["birth_year"] = records["birth_date"].str[:4]
+    records["first_initial"] = records["first_name_norm"].str[:1]
+    records["last_initial"] = records["last_name_norm"].str[:1]
+    # Names in either order, so a record with first and last name swapped meets its twin record.
+    first, last = records["first_name_norm"], records["last_name_norm"]
+    records["name_tokens"] = first.where(first <= last, last) + "|" + last.where(first <= last, first)
+    email_rows = by_record(valid_emails, value="email_key")
+    phone_rows = by_record(valid_phones, value="phone_e164")
+    records["email"] = email_rows.drop_duplicates("rec").set_index("rec")["value"].reindex(records.index)
+    records["phone"] = phone_rows.drop_duplicates("rec").set_index("rec")["value"].reindex(records.index)
+    typed_rows = by_record(typed, value="value")
+    records["identifier"] = typed_rows.drop_duplicates("rec").set_index("rec")["value"].reindex(records.index)
     return MatchInput(
         records=records,
-        emails=by_record(valid_emails, value="email_key"),
-        phones=by_record(valid_phones, value="phone_e164"),
+        emails=email_rows,
+        phones=phone_rows,
         identifiers=by_record(typed, value="value"),
         addresses=address_rows,
     )

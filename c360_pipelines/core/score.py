@@ -1,9 +1,10 @@
 """Identity stage 3: a match probability per candidate pair, learned without labels (Fellegi-Sunter).
 
 For every comparison level the model holds m (how often true matches show that level) and u (how often
-non-matches do). u is measured on random record pairs, which are almost all non-matches; m is estimated
-by expectation-maximisation over the candidate pairs. A pair's match weight is the prior log-odds plus the
-sum of log2(m/u) over its comparisons (a missing value adds nothing), and its probability follows. A shared
+non-matches do). u is measured on random record pairs, which are almost all non-matches; m is measured on
+candidate pairs that agree on three *other* identifying fields. The prior is the probability that two
+random records are one person. A pair's match weight is the prior log-odds plus the sum of log2(m/u) over
+its comparisons (a missing value adds nothing), and its probability follows. A shared
 email or phone is weighed by how many records hold that value (term frequency): a value held by two records
 is strong evidence, one held by forty is weak. The per-comparison terms are the explanation of a score.
 """
@@ -11,7 +12,7 @@ is strong evidence, one held by forty is weak. The per-comparison terms are the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,21 +21,19 @@ from c360_pipelines.core.compare import COMPARISONS, LEVELS, MISSING, compare_pa
 from c360_pipelines.core.records import MatchInput
 
 # Comparisons whose top level is weighed by how common the shared value is.
-FREQUENCY_ADJUSTED = {"email": 1, "phone": 1, "first_name": 3, "last_name": 3}
+FREQUENCY_ADJUSTED = {"email": 2, "phone": 2, "first_name": 3, "last_name": 3}
 _EPSILON = 1e-6
 
 
 @dataclass
 class MatchModel:
-    """m and u probabilities per comparison level, and the prior probability that a candidate pair matches."""
+    """m and u per comparison level, and the prior: the probability that two random records are one person."""
 
     m: dict[str, dict[int, float]]
     u: dict[str, dict[int, float]]
     prior: float
     records: int
-    iterations: int = 0
     trained_on_pairs: int = 0
-    history: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -42,7 +41,6 @@ class MatchModel:
             "u": {c: {str(k): v for k, v in levels.items()} for c, levels in self.u.items()},
             "prior": self.prior,
             "records": self.records,
-            "iterations": self.iterations,
             "trained_on_pairs": self.trained_on_pairs,
         }
 
@@ -52,7 +50,7 @@ class MatchModel:
             return {c: {int(k): float(v) for k, v in ls.items()} for c, ls in raw.items()}  # type: ignore[union-attr]
 
         return cls(levels(data["m"]), levels(data["u"]), float(data["prior"]), int(data["records"]),  # type: ignore[arg-type]
-                   int(data.get("iterations", 0)), int(data.get("trained_on_pairs", 0)))  # type: ignore[call-overload]
+                   int(data.get("trained_on_pairs", 0)))  # type: ignore[call-overload]
 
 
 def random_pairs(count: int, records: int, seed: int = 360) -> pd.DataFrame:
@@ -87,9 +85,9 @@ def _level_shares(
 # Evidence that singles a person out; a pair agreeing on three of these (not counting the field being
 # estimated) is almost surely a match, whatever that field says.
 _ANCHORS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
-    "email": lambda c: ((c["email"] == 1) & (c["email_freq"] <= 2)).to_numpy(),
-    "phone": lambda c: ((c["phone"] == 1) & (c["phone_freq"] <= 2)).to_numpy(),
-    "identifier": lambda c: (c["identifier"] == 1).to_numpy(),
+    "email": lambda c: ((c["email"] == 2) & (c["email_freq"] <= 2)).to_numpy(),
+    "phone": lambda c: ((c["phone"] == 2) & (c["phone_freq"] <= 2)).to_numpy(),
+    "identifier": lambda c: (c["identifier"] == 2).to_numpy(),
     "birth_date": lambda c: (c["birth_date"] == 3).to_numpy(),
     "first_name": lambda c: (c["first_name"] >= 2).to_numpy(),
     "last_name": lambda c: (c["last_name"] >= 2).to_numpy(),
@@ -112,18 +110,33 @@ def estimate_m(compared: pd.DataFrame) -> dict[str, dict[int, float]]:
     return m
 
 
-def train(data: MatchInput, compared: pd.DataFrame, iterations: int = 50, seed: int = 360) -> MatchModel:
-    """u from random pairs, m from anchored candidate pairs, then the prior by EM with m and u fixed."""
-    model = MatchModel(m=estimate_m(compared), u=estimate_u(data, seed=seed), prior=0.5, records=len(data),
-                       trained_on_pairs=len(compared))
-    for iteration in range(iterations):
-        probability = predict(model, compared)["probability"].to_numpy()
-        prior = float(np.clip(probability.mean(), _EPSILON, 1 - _EPSILON))
-        model.history.append(abs(prior - model.prior))
-        model.prior, model.iterations = prior, iteration + 1
-        if model.history[-1] < 1e-5:
-            break
-    return model
+# Share of true matches that the anchors catch; only sets the prior, by about log2(1/0.8) = 0.3 bits.
+ANCHOR_RECALL = 0.8
+
+
+def random_match_probability(compared: pd.DataFrame, records: int) -> float:
+    """How likely two records drawn at random are the same person: anchored pairs / assumed recall / all pairs."""
+    agreements = sum(anchor(compared).astype(int) for anchor in _ANCHORS.values())
+    anchored = int((agreements >= MIN_ANCHORS).sum()) if len(compared) else 0
+    all_pairs = max(records * (records - 1) / 2, 1.0)
+    return float(np.clip(anchored / ANCHOR_RECALL / all_pairs, 1.0 / all_pairs, 0.5))
+
+
+def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360) -> MatchModel:
+    """u from random pairs, m from anchored candidate pairs, the prior from how many pairs are anchored."""
+    return MatchModel(m=estimate_m(compared), u=estimate_u(data, seed=seed),
+                      prior=random_match_probability(compared, len(data)), records=len(data),
+                      trained_on_pairs=len(compared))
+
+
+def rescaled(model: MatchModel, records: int) -> MatchModel:
+    """The model for a data set that has grown or shrunk since training.
+
+    Matches grow with the number of records, all pairs with its square, so the prior scales by old/new;
+    term-frequency weights use the current record count.
+    """
+    prior = float(np.clip(model.prior * model.records / max(records, 1), 1e-15, 0.5))
+    return MatchModel(model.m, model.u, prior, records, model.trained_on_pairs)
 
 
 def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True) -> pd.DataFrame:

