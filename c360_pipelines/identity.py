@@ -127,7 +127,8 @@ def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: d
     def score_missing(pairs: pd.DataFrame) -> pd.Series:
         return score_and_decide(prepared, model, config, pairs=pairs)["link_score"]
 
-    clustering = cluster_records(len(prepared.data), links, score_missing, config.threshold, config.max_cluster_size)
+    clustering = cluster_records(len(prepared.data), links, score_missing, config.cluster_threshold,
+                                 config.max_cluster_size)
     records = prepared.data.records
     clusters = pd.DataFrame({"record_key": records["record_key"], "cluster": clustering.labels})
     previous_xref = warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref")
@@ -141,7 +142,7 @@ def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: d
         "record_a": keys[kept["i"].to_numpy()], "record_b": keys[kept["j"].to_numpy()],
         "probability": kept["probability"].to_numpy(), "match_weight": kept["match_weight"].to_numpy(),
         "rule": kept["rule"].to_numpy(), "guard": kept["guard"].to_numpy(), "linked": kept["linked"].to_numpy(),
-        "evidence": [link.evidence(row) for _, row in kept.iterrows()],
+        "evidence": link.evidence_json(kept),
     })
     xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
     guards = _guard_rows(prepared.candidates.too_common, clustering.guard_events, now)
@@ -168,14 +169,18 @@ def _xref_rows(xref: pd.DataFrame, labels: np.ndarray, decided: pd.DataFrame, ke
         same_cluster.assign(rec=same_cluster["i"], other=same_cluster["j"]),
         same_cluster.assign(rec=same_cluster["j"], other=same_cluster["i"]),
     ])
-    best = both_ways.sort_values("link_score", ascending=False).drop_duplicates("rec").set_index("rec")
-    evidence = {rec: json.dumps({"linked_to": keys[row.other], **json.loads(link.evidence(row))}, sort_keys=True)
-                for rec, row in best.iterrows()}
-    position = {key: index for index, key in enumerate(keys)}
+    best = both_ways.sort_values("link_score", ascending=False, kind="stable").drop_duplicates("rec")
+    documents = link.evidence_documents(best)
+    evidence = {
+        int(rec): json.dumps({"linked_to": str(keys[other]), **document}, sort_keys=True)
+        for rec, other, document in zip(best["rec"], best["other"], documents, strict=True)
+    }
+    position = pd.Series(np.arange(len(keys)), index=keys)
     source, _, record_id = xref["record_key"].str.partition(RECORD_KEY_SEPARATOR).T.to_numpy()
+    positions = position.reindex(xref["record_key"]).to_numpy()
     return pd.DataFrame({
         "source": source, "source_record_id": record_id, "c360_id": xref["c360_id"].to_numpy(),
-        "evidence": [evidence.get(position[key], '"single record"') for key in xref["record_key"]],
+        "evidence": [evidence.get(int(p), '"single record"') for p in positions],
     })
 
 

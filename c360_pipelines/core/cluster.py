@@ -57,7 +57,13 @@ def cluster_records(
     component = _components(n, edges["i"].to_numpy(), edges["j"].to_numpy())
     sizes = np.bincount(component)
     members = pd.DataFrame({"rec": np.arange(n), "component": component})
-    members = members[sizes[component] >= 2]
+    # Two linked records are one person; only groups of three or more need hierarchical clustering.
+    pairs_only = members[sizes[component] == 2].sort_values("rec")
+    labels = np.arange(n)
+    if len(pairs_only):
+        first_of_pair = pairs_only.groupby("component")["rec"].transform("min").to_numpy()
+        labels[pairs_only["rec"].to_numpy()] = first_of_pair
+    members = members[sizes[component] >= 3]
     complete = _all_pairs_within(members)
     known = edges.set_index(["i", "j"])["score"]
     scores = pd.Series(known.reindex(pd.MultiIndex.from_frame(complete[["i", "j"]])).to_numpy(), index=complete.index)
@@ -68,7 +74,6 @@ def cluster_records(
         if (a, b) in forbidden:
             scores.iloc[pair_index] = 0.0
 
-    labels = np.arange(n)
     if len(complete):
         scored = np.empty(len(complete), dtype=[("pairs", "<i8", 2), ("score", "f4")])
         scored["pairs"] = complete[["i", "j"]].to_numpy()

@@ -45,8 +45,9 @@ def assign_ids(
     first_seen = dict(zip(previous_ids["c360_id"], pd.to_datetime(previous_ids["first_seen"]), strict=True))
 
     # Each previous ID goes to the cluster holding most of its records (ties: the smallest record key).
-    held = members.dropna(subset=["c360_id"]).groupby(["c360_id", "cluster"]).agg(
-        records=("record_key", "size"), first_key=("record_key", "min")).reset_index()
+    ordered = members.dropna(subset=["c360_id"]).sort_values("record_key", kind="stable")
+    grouped = ordered.groupby(["c360_id", "cluster"], sort=False)["record_key"]
+    held = pd.concat([grouped.size().rename("records"), grouped.first().rename("first_key")], axis=1).reset_index()
     held = held.sort_values(["c360_id", "records", "first_key"], ascending=[True, False, True])
     home = held.drop_duplicates("c360_id").set_index("c360_id")["cluster"]
     split_ids = set(held.loc[held.duplicated("c360_id", keep=False), "c360_id"])
@@ -56,7 +57,8 @@ def assign_ids(
     merged_into: dict[str, str] = {}
     changes: list[dict[str, object]] = []
     claims = home.reset_index().groupby("cluster")["c360_id"].apply(list)
-    for cluster_number, keys in members.groupby("cluster")["record_key"].min().sort_values().items():
+    smallest_key = members.sort_values("record_key", kind="stable").drop_duplicates("cluster")
+    for cluster_number, keys in zip(smallest_key["cluster"], smallest_key["record_key"], strict=True):
         candidates = sorted(claims.get(cluster_number, []), key=lambda i: (first_seen.get(i, pd.Timestamp(now)), i))
         if candidates:
             survivor = candidates[0]

@@ -78,15 +78,26 @@ def decide_links(data: MatchInput, compared: pd.DataFrame, scored: pd.DataFrame,
     return decided
 
 
-def evidence(row: pd.Series) -> str:
-    """The JSON explanation stored with a pair: rule, score, each field's contribution, guard."""
-    document: dict[str, object] = {
-        "probability": round(float(row["probability"]), 6),
-        "match_weight": round(float(row["match_weight"]), 3),
-        "fields": {name: round(float(row[f"w_{name}"]), 3) for name in COMPARISONS if row[f"w_{name}"] != 0},
-    }
-    if isinstance(row.get("rule"), str):
-        document["rule"] = row["rule"]
-    if isinstance(row.get("guard"), str):
-        document["guard"] = row["guard"]
-    return json.dumps(document, sort_keys=True)
+def evidence_documents(decided: pd.DataFrame) -> list[dict[str, object]]:
+    """The explanation stored with each pair: rule, score, each field's contribution (bits), guard."""
+    probability = decided["probability"].round(6).to_numpy()
+    weight = decided["match_weight"].round(3).to_numpy()
+    contributions = decided[[f"w_{name}" for name in COMPARISONS]].round(3).to_numpy()
+    rules, guards = decided["rule"].to_numpy(), decided["guard"].to_numpy()
+    documents: list[dict[str, object]] = []
+    for row in range(len(decided)):
+        document: dict[str, object] = {
+            "probability": float(probability[row]),
+            "match_weight": float(weight[row]),
+            "fields": {name: float(value) for name, value in zip(COMPARISONS, contributions[row], strict=True) if value},
+        }
+        if isinstance(rules[row], str):
+            document["rule"] = rules[row]
+        if isinstance(guards[row], str):
+            document["guard"] = guards[row]
+        documents.append(document)
+    return documents
+
+
+def evidence_json(decided: pd.DataFrame) -> list[str]:
+    return [json.dumps(document, sort_keys=True) for document in evidence_documents(decided)]
