@@ -244,7 +244,9 @@ def explain(
     if why.rule:
         console.print(f"rule that holds: {why.rule}", highlight=False)
     if why.guard:
-        console.print(f"guard: {why.guard} (first names clearly differ: twins, family members) - not linked directly",
+        reasons = {"name_conflict": "first names clearly differ: twins, family members",
+                   "birth_date_conflict": "birth dates differ entirely: a parent and child of the same name"}
+        console.print(f"guard: {why.guard} ({reasons.get(why.guard, 'see the docs')}) - not linked directly",
                       highlight=False)
     console.print(f"pair decision: {'linked' if why.linked else 'not linked'}"
                   + ("" if why.linked == why.same_person else " (the clustering decided otherwise, through the other records)"),

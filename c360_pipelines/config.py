@@ -206,6 +206,7 @@ class MatchConfig(_Strict):
     max_cluster_size: int = Field(default=25, ge=2)
     junk_values: list[str] = Field(default_factory=lambda: list(DEFAULT_JUNK_VALUES))
     name_conflict_guard: bool = True
+    birth_date_conflict_guard: bool = True
 
 
 class C360Config(_Strict):

@@ -118,3 +118,16 @@ def test_lookup_of_an_unknown_record_is_a_clear_error(resolved: tuple[C360Config
     config, _, _ = resolved
     result = CliRunner().invoke(app, ["lookup", "--source", "crm", "--id", "nope", "--config", str(config.config_path)])
     assert result.exit_code == 2 and "no record crm:nope" in result.output
+
+
+def test_two_common_names_a_letter_apart_are_different_names_not_a_typo() -> None:
+    import pandas as pd
+
+    from c360_pipelines.core.compare import _first_name_levels
+
+    counts = pd.Series({"marc": 40, "mary": 60, "jonh": 1, "john": 80})
+    a, b = pd.Series(["marc", "jonh"]), pd.Series(["mary", "john"])
+    from c360_pipelines.core.compare import similarity
+
+    levels = _first_name_levels(a, b, pd.Series(similarity(a, b)), counts)
+    assert levels.tolist() == [0, 1]

@@ -75,7 +75,9 @@ def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
     right = records.iloc[pairs["j"].to_numpy()].reset_index(drop=True)
     out = pairs[["i", "j"]].reset_index(drop=True).copy()
     out["first_name_sim"] = similarity(left["first_name_norm"], right["first_name_norm"])
-    out["first_name"] = _first_name_levels(left["first_name_norm"], right["first_name_norm"], out["first_name_sim"])
+    first_counts = records["first_name_norm"].value_counts()
+    out["first_name"] = _first_name_levels(left["first_name_norm"], right["first_name_norm"], out["first_name_sim"],
+                                           first_counts)
     out["last_name_sim"] = similarity(left["last_name_norm"], right["last_name_norm"])
     out["last_name"] = _graded(left["last_name_norm"], right["last_name_norm"], out["last_name_sim"], (0.92, 0.8))
     _credit_swapped_names(out, left, right)
@@ -110,7 +112,15 @@ def _graded(a: pd.Series, b: pd.Series, sim: pd.Series, thresholds: tuple[float,
     return levels.astype("int8")
 
 
-def _first_name_levels(a: pd.Series, b: pd.Series, sim: pd.Series) -> np.ndarray:
+def _plausible_typo(a: pd.Series, b: pd.Series, counts: pd.Series) -> np.ndarray:
+    """A misspelling is a rare variant of a common name; two spellings both in common use are two names (Marc, Mary)."""
+    fa = a.map(counts).fillna(0).to_numpy()
+    fb = b.map(counts).fillna(0).to_numpy()
+    rarer, commoner = np.minimum(fa, fb), np.maximum(fa, fb)
+    return (rarer <= 2) | (rarer * 5 <= commoner)
+
+
+def _first_name_levels(a: pd.Series, b: pd.Series, sim: pd.Series, counts: pd.Series) -> np.ndarray:
     missing = (a.isna() | b.isna()).to_numpy()
     same = (a.fillna("") == b.fillna("")).to_numpy()
     candidates = ~missing & ~same
@@ -120,7 +130,8 @@ def _first_name_levels(a: pd.Series, b: pd.Series, sim: pd.Series) -> np.ndarray
         [bool(c) and (x, y) in compatible for c, x, y in zip(candidates, a.fillna(""), b.fillna(""), strict=True)],
         dtype=bool,
     )
-    levels = np.select([missing, same, nickname, sim >= 0.88], [MISSING, 3, 2, 1], default=0)
+    typo = (sim >= 0.88).to_numpy() & _plausible_typo(a, b, counts)
+    levels = np.select([missing, same, nickname, typo], [MISSING, 3, 2, 1], default=0)
     return levels.astype("int8")
 
 

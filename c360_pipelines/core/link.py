@@ -4,7 +4,8 @@ A pair is linked when any rule holds for it (every criterion of the rule) or whe
 reaches the threshold, unless a guard intervenes. The name-conflict guard stops a link between records whose
 first names clearly differ (not equal, not nicknames, not a typo, not swapped with the surname), which is
 what separates twins, spouses and parents sharing an address, a phone or a family email; a shared identifier,
-or one a keystroke or two away, overrides it. Every pair
+or one a keystroke or two away, overrides it. The birth-date guard does the same for birth dates that differ
+in every part (a parent and child of the same name); a typo or a day/month swap is not a conflict. Every pair
 keeps its evidence: the rule that fired, or the score with each field's contribution, and any guard.
 """
 
@@ -20,6 +21,7 @@ from c360_pipelines.core.compare import COMPARISONS
 from c360_pipelines.core.records import MatchInput
 
 NAME_CONFLICT = "name_conflict"
+BIRTH_DATE_CONFLICT = "birth_date_conflict"
 
 
 def criterion_holds(criterion: Criterion, compared: pd.DataFrame, data: MatchInput) -> np.ndarray:
@@ -38,6 +40,7 @@ def criterion_holds(criterion: Criterion, compared: pd.DataFrame, data: MatchInp
         return (compared["address"] >= (2 if criterion.method == "fuzzy" else 3)).to_numpy()
     level, similarity = compared[field], compared[f"{field}_sim"]
     if criterion.method == "fuzzy":
+        # level >= 1 keeps the comparison's own judgement: two common names a letter apart are not a typo.
         nickname = (level == 2).to_numpy() if field == "first_name" else False
         return (level >= 1).to_numpy() & ((similarity >= criterion.threshold).to_numpy() | nickname | (level == 3).to_numpy())
     return (level == 3).to_numpy()
@@ -68,9 +71,11 @@ def decide_links(data: MatchInput, compared: pd.DataFrame, scored: pd.DataFrame,
         holds = rule_holds(rule, compared, data) & decided["rule"].isna().to_numpy()
         decided.loc[holds, "rule"] = rule.name
     identifier_rule = decided["rule"].isin([r.name for r in config.rules if any(c.identifier for c in r.criteria)])
-    # A shared or nearly shared identifier (one typo) outweighs differing first names.
-    conflict = (compared["first_name"] == 0).to_numpy() & (compared["identifier"] < 1).to_numpy() & ~identifier_rule.to_numpy()
-    decided["guard"] = np.where(conflict & config.name_conflict_guard, NAME_CONFLICT, None)
+    # A shared or nearly shared identifier (one typo) outweighs differing first names or birth dates.
+    overridden = (compared["identifier"] >= 1).to_numpy() | identifier_rule.to_numpy()
+    name_conflict = (compared["first_name"] == 0).to_numpy() & ~overridden & config.name_conflict_guard
+    birth_conflict = (compared["birth_date"] == 0).to_numpy() & ~overridden & config.birth_date_conflict_guard
+    decided["guard"] = np.where(name_conflict, NAME_CONFLICT, np.where(birth_conflict, BIRTH_DATE_CONFLICT, None))
     wanted = decided["rule"].notna().to_numpy() | (decided["probability"] >= config.threshold).to_numpy()
     decided["linked"] = wanted & decided["guard"].isna().to_numpy()
     # The score the clustering sees: 1 for a rule link, 0 for a guarded pair, else the model's probability.
