@@ -179,9 +179,12 @@ def generate_people(count: int, seed: int) -> list[Person]:
         people.append(person)
         return person
 
+    female = set(pools["female"])
+    formal_names = {g: [n for n in NICKNAMES if (n in female) == (g == "F")] or list(NICKNAMES) for g in "FM"}
+
     def random_first(gender: str) -> str:
         if rng.random() < 0.15:
-            return rng.choice([n for n in NICKNAMES if (n in pools["female"]) == (gender == "F")] or list(NICKNAMES))
+            return rng.choice(formal_names[gender])
         return rng.choice(pools["female"] if gender == "F" else pools["male"])
 
     while len(people) < count:
