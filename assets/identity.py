@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.conformed import conformed_key
 from c360_pipelines.config import C360Config
-from c360_pipelines.identity import resolve_identities, train_match_model
+from c360_pipelines.identity import evaluate_on_held_out_labels, resolve_identities, train_match_model
 from c360_pipelines.model import PERSON_TABLES
 from resources.warehouse import WarehouseResource
 
@@ -29,6 +29,10 @@ def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
         group_name="identity",
         kinds={"python"},
         automation_condition=dg.AutomationCondition.on_missing(),
+        check_specs=[dg.AssetCheckSpec(
+            "accurate_on_held_out_labels", asset=MODEL_KEY,
+            description="On the labels kept back from training (one in five), the model's links have precision "
+                        ">= 0.95 and recall >= 0.90. Warns while there are no labels yet: run `c360 label`.")],
         description=(
             "The learned match model (Fellegi-Sunter): for every field and agreement level, how often true "
             "matches and non-matches show it. Learned from the canonical tables without labels: u from random "
@@ -40,9 +44,19 @@ def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
     def match_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         version, model = train_match_model(warehouse, config.match)
         context.log.info(f"trained match model version {version} on {model.trained_on_pairs:,} candidate pairs")
+        evaluation = evaluate_on_held_out_labels(warehouse, config.match)
+        if evaluation.precision is None or evaluation.recall is None:
+            check = dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                        metadata={"held_out_labels": 0, "hint": "no labels yet: run c360 label"})
+        else:
+            check = dg.AssetCheckResult(
+                passed=evaluation.precision >= 0.95 and evaluation.recall >= 0.90,
+                metadata={"held_out_labels": evaluation.held_out, "precision": round(evaluation.precision, 4),
+                          "recall": round(evaluation.recall, 4)})
         return dg.MaterializeResult(
             metadata={"version": version, "records": model.records, "candidate_pairs": model.trained_on_pairs,
-                      "prior": round(model.prior, 6)}
+                      "prior": round(model.prior, 8)},
+            check_results=[check],
         )
 
     @dg.multi_asset(

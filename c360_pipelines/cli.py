@@ -253,5 +253,66 @@ def explain(
                   highlight=False)
 
 
+@app.command()
+def label(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many pairs to ask about at most.")] = 10,
+    export: Annotated[Path | None, typer.Option("--export", help="Write every label to this file in dedupe's "
+                                                "JSON training format instead of asking.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Answer whether the pairs the model is least sure about are the same person; `c360 train` learns from it."""
+    import getpass
+
+    from c360_pipelines.identity import DISTINCT, MATCH, export_dedupe_training, record_fields, save_label, uncertain_pairs
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    warehouse = WarehouseResource(url=project.warehouse)
+    warehouse.ensure_tables()
+    if export is not None:
+        training = export_dedupe_training(warehouse)
+        export.write_text(json.dumps(training, indent=2, ensure_ascii=False), encoding="utf-8")
+        console.print(f"wrote {len(training[MATCH])} match and {len(training[DISTINCT])} distinct pair(s) to {export}")
+        return
+    pairs = uncertain_pairs(warehouse, project.match, count)
+    if pairs.empty:
+        console.print("no unlabelled pairs to ask about: run `c360 run` first")
+        return
+    fields = record_fields(warehouse, sorted(set(pairs["record_a"]) | set(pairs["record_b"])))
+    answers = {"y": MATCH, "n": DISTINCT}
+    labelled = 0
+    for number, pair in enumerate(pairs.itertuples(), start=1):
+        table = Table(title=f"pair {number} of {len(pairs)}: model probability {pair.probability:.3f}", title_justify="left")
+        table.add_column("field")
+        table.add_column(pair.record_a)
+        table.add_column(pair.record_b)
+        a, b = fields.get(pair.record_a, {}), fields.get(pair.record_b, {})
+        for name in ("first_name", "last_name", "birth_date", "email", "phone", "address"):
+            table.add_row(name, str(a.get(name) or ""), str(b.get(name) or ""))
+        console.print(table)
+        answer = typer.prompt("Same person? (y)es / (n)o / (u)nsure / (f)inished", default="u").strip().lower()[:1]
+        if answer == "f":
+            break
+        if answer in answers:
+            save_label(warehouse, pair.record_a, pair.record_b, answers[answer], getpass.getuser())
+            labelled += 1
+    total = warehouse.count("training_label")
+    console.print(f"saved {labelled} label(s); {total} in all. Run `c360 train` to learn from them.")
+
+
+@app.command()
+def train(config: ConfigOption = None) -> None:
+    """Train a new match model version (from the data and your labels) and re-resolve every 360 ID with it."""
+    from c360_pipelines.runner import retrain
+
+    project = _load(config)
+    with console.status("training"):
+        version, evaluation = retrain(project)
+    console.print(f"match model version {version} trained; 360 IDs re-resolved (IDs of unaffected people kept)")
+    if evaluation.held_out:
+        console.print(f"on {evaluation.held_out} held-out label(s): precision {evaluation.precision:.3f}, "
+                      f"recall {evaluation.recall:.3f}")
+
+
 if __name__ == "__main__":
     app()

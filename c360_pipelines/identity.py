@@ -86,9 +86,12 @@ def _without_values(data: MatchInput, values: frozenset[str]) -> MatchInput:
 
 
 def train_match_model(warehouse: WarehouseResource, config: MatchConfig) -> tuple[int, score.MatchModel]:
-    """Train a new model version on the current canonical tables and store it."""
+    """Train a new model version on the current canonical tables (and the training labels) and store it."""
     prepared = prepare(load_match_input(warehouse), config)
-    model = score.train(prepared.data, prepared.compared)
+    labels = split_labels(warehouse)[0]
+    matches = labels[labels["label"] == MATCH]
+    labeled = compared_for(prepared, matches[["record_a", "record_b"]]) if len(matches) else None
+    model = score.train(prepared.data, prepared.compared, labeled_matches=labeled)
     with warehouse.transaction() as connection:
         latest = connection.execute(sa.select(sa.func.max(TABLES["match_model"].c.version))).scalar() or 0
         version = int(latest) + 1
@@ -275,3 +278,97 @@ def lookup_record(warehouse: WarehouseResource, source: str, source_record_id: s
         "emails": emails["email"].tolist(),
         "phones": phones["phone_e164"].tolist(),
     }
+
+
+# --------------------------------------------------------------------------------------------- labels
+
+MATCH, DISTINCT = "match", "distinct"
+HELD_OUT_SHARE = 5  # one label in five is kept back to evaluate the model
+
+
+def compared_for(prepared: Prepared, pairs: pd.DataFrame) -> pd.DataFrame:
+    """Comparison levels for pairs given as record keys (record_a, record_b); unknown records are dropped."""
+    position = pd.Series(np.arange(len(prepared.data)), index=prepared.data.records["record_key"])
+    a = position.reindex(pairs["record_a"]).to_numpy()
+    b = position.reindex(pairs["record_b"]).to_numpy()
+    known = ~(np.isnan(a) | np.isnan(b))
+    i, j = np.minimum(a[known], b[known]).astype("int64"), np.maximum(a[known], b[known]).astype("int64")
+    return compare.compare_pairs(prepared.data, pd.DataFrame({"i": i, "j": j}))
+
+
+def split_labels(warehouse: WarehouseResource) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training, held out): a stable split by pair, so a label never moves between the two."""
+    labels = warehouse.read_frame("SELECT record_a, record_b, label FROM training_label")
+    if labels.empty:
+        return labels, labels
+    bucket = pd.util.hash_pandas_object(labels[["record_a", "record_b"]], index=False) % HELD_OUT_SHARE
+    return labels[bucket != 0], labels[bucket == 0]
+
+
+def uncertain_pairs(warehouse: WarehouseResource, config: MatchConfig, count: int) -> pd.DataFrame:
+    """Unlabelled scored pairs the model is least sure about: match weight closest to the link threshold."""
+    pairs = warehouse.read_frame(
+        "SELECT l.record_a, l.record_b, l.probability, l.match_weight, l.evidence FROM identity_link l "
+        "LEFT JOIN training_label t ON t.record_a = l.record_a AND t.record_b = l.record_b "
+        "WHERE t.label IS NULL AND l.rule IS NULL")
+    threshold_weight = np.log2(config.threshold / (1 - config.threshold))
+    distance = (pairs["match_weight"] - threshold_weight).abs()
+    return pairs.assign(distance=distance).sort_values(["distance", "record_a", "record_b"]).head(count)
+
+
+def save_label(warehouse: WarehouseResource, record_a: str, record_b: str, label: str, labeled_by: str) -> None:
+    first, second = sorted((record_a, record_b))
+    row = pd.DataFrame([{"record_a": first, "record_b": second, "label": label, "labeled_at": utc_now(),
+                         "labeled_by": labeled_by}])
+    warehouse.replace_rows("training_label", row, {"record_a": first, "record_b": second})
+
+
+def record_fields(warehouse: WarehouseResource, keys: list[str]) -> dict[str, dict[str, object]]:
+    """The fields a person needs to judge a pair (also dedupe's training-record form)."""
+    frame = warehouse.read_frame(
+        "SELECT i.source || ':' || i.source_record_id AS record, i.first_name, i.last_name, i.birth_date, "
+        "(SELECT MIN(e.email) FROM contact_point_email e WHERE e.source = i.source AND e.source_record_id = i.source_record_id) AS email, "
+        "(SELECT MIN(p.phone_e164) FROM contact_point_phone p WHERE p.source = i.source AND p.source_record_id = i.source_record_id) AS phone, "
+        "(SELECT MIN(a.line1 || ', ' || COALESCE(a.city, '') || ' ' || COALESCE(a.postal_code, '')) FROM contact_point_address a "
+        " WHERE a.source = i.source AND a.source_record_id = i.source_record_id) AS address "
+        "FROM individual i")
+    frame = frame[frame["record"].isin(keys)]
+    return {row["record"]: {k: (None if pd.isna(v) else str(v)) for k, v in row.items() if k != "record"}
+            for row in frame.to_dict("records")}
+
+
+def export_dedupe_training(warehouse: WarehouseResource) -> dict[str, list[list[dict[str, object]]]]:
+    """All labels in dedupe's training-file format: {"match": [[record, record], ...], "distinct": [...]}."""
+    labels = warehouse.read_frame("SELECT record_a, record_b, label FROM training_label ORDER BY record_a, record_b")
+    fields = record_fields(warehouse, sorted(set(labels["record_a"]) | set(labels["record_b"])))
+    training: dict[str, list[list[dict[str, object]]]] = {MATCH: [], DISTINCT: []}
+    for row in labels.itertuples():
+        if row.record_a in fields and row.record_b in fields:
+            training[row.label].append([fields[row.record_a], fields[row.record_b]])
+    return training
+
+
+@dataclass(frozen=True)
+class LabelEvaluation:
+    held_out: int
+    precision: float | None
+    recall: float | None
+
+
+def evaluate_on_held_out_labels(warehouse: WarehouseResource, config: MatchConfig) -> LabelEvaluation:
+    """Precision and recall of the current model's link decisions on the labels kept back from training."""
+    held_out = split_labels(warehouse)[1]
+    model = latest_match_model(warehouse)
+    if held_out.empty or model is None:
+        return LabelEvaluation(len(held_out), None, None)
+    prepared = prepare(load_match_input(warehouse), config)
+    keys = prepared.data.records["record_key"].to_numpy()
+    compared = compared_for(prepared, held_out[["record_a", "record_b"]])
+    decided = score_and_decide(prepared, model, config, compared=compared)
+    truth = {tuple(sorted(pair)): label for *pair, label in held_out.itertuples(index=False)}
+    actual = np.array([truth[tuple(sorted((keys[i], keys[j])))] == MATCH for i, j in zip(decided["i"], decided["j"], strict=True)])
+    predicted = decided["linked"].to_numpy()
+    true_positive = int((actual & predicted).sum())
+    precision = true_positive / int(predicted.sum()) if predicted.sum() else 1.0
+    recall = true_positive / int(actual.sum()) if actual.sum() else 1.0
+    return LabelEvaluation(len(held_out), precision, recall)

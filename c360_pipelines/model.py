@@ -202,7 +202,18 @@ class IdentityGuardEvent(BaseModel):
     detail: str = Field(description="What happened.")
 
 
+class TrainingLabel(BaseModel):
+    """A person's answer to "are these two records the same person?": training data for the match model."""
+
+    record_a: str = Field(description="One record, as source:source_record_id.")
+    record_b: str = Field(description="The other record.")
+    label: str = Field(description="match or distinct.")
+    labeled_at: dt.datetime = Field(description="When it was answered.")
+    labeled_by: str = Field(description="Who answered (the login name, for c360 label).")
+
+
 IDENTITY_MODELS: dict[str, type[BaseModel]] = {
+    "training_label": TrainingLabel,
     "match_model": MatchModelVersion,
     "identity_link": IdentityLink,
     "xref": Xref,
@@ -266,6 +277,7 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "engagement": [("person_source", "person_record_id"), ("source", "engagement_id")],
     "raw_record": [("source", "batch_id")],
     "identity_link": [("record_a",), ("record_b",)],
+    "training_label": [("record_a", "record_b")],
     "xref": [("source", "source_record_id"), ("c360_id",)],
     "ids": [("c360_id",), ("merged_into",)],
     "quarantine": [("source", "batch_id")],

@@ -179,3 +179,21 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float]) -> 
             "source records": warehouse.count("xref"), "people (360 IDs)": int(people),
             "linked pairs": int(linked), "pairs kept apart by a guard": int(guarded)}))
     return stages
+
+
+def retrain(config: C360Config, instance: dg.DagsterInstance | None = None) -> tuple[int, object]:
+    """Materialise a new match model and the identity assets after it; returns its version and evaluation."""
+    from c360_pipelines.identity import evaluate_on_held_out_labels
+
+    instance = instance or open_instance(config)
+    warehouse = WarehouseResource(url=config.warehouse)
+    warehouse.ensure_tables()
+    assets = list(build_definitions(config).assets or [])
+    result = dg.materialize(
+        assets, selection=[MODEL_KEY, XREF_KEY, IDS_KEY, LINKS_KEY], instance=instance,
+        resources={"warehouse": warehouse}, tags={"c360/trigger": "c360 train"}, run_config=QUIET_RUN_CONFIG,
+        raise_on_error=False,
+    )
+    _raise_on_failure(result, "training")
+    version = int(warehouse.scalar("SELECT MAX(version) FROM match_model"))
+    return version, evaluate_on_held_out_labels(warehouse, config.match)

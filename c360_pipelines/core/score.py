@@ -95,18 +95,23 @@ _ANCHORS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
 MIN_ANCHORS = 3
 
 
-def estimate_m(compared: pd.DataFrame) -> dict[str, dict[int, float]]:
+LABEL_WEIGHT = 5.0  # a pair a person confirmed counts as much as five anchored pairs
+
+
+def estimate_m(compared: pd.DataFrame, labeled_matches: pd.DataFrame | None = None) -> dict[str, dict[int, float]]:
     """m per level, for each field from the pairs that agree on at least three *other* identifying fields.
 
     Plain EM lets its match class drift onto pairs that agree on correlated fields (a household shares a
     surname, an address and a landline); choosing each field's positives without that field avoids it.
     """
     agreements = {name: anchor(compared) for name, anchor in _ANCHORS.items()}
+    labeled = labeled_matches if labeled_matches is not None else compared.iloc[0:0]
     m: dict[str, dict[int, float]] = {}
     for name in COMPARISONS:
         others = sum(hit.astype(int) for other, hit in agreements.items() if other != name)
-        positives = others >= MIN_ANCHORS
-        m[name] = _level_shares(compared[name], name, positives.astype(float), pseudo_count=1.0)
+        weights = np.concatenate([(others >= MIN_ANCHORS).astype(float), np.full(len(labeled), LABEL_WEIGHT)])
+        levels = pd.concat([compared[name], labeled[name]], ignore_index=True)
+        m[name] = _level_shares(levels, name, weights, pseudo_count=1.0)
     return m
 
 
@@ -122,9 +127,10 @@ def random_match_probability(compared: pd.DataFrame, records: int) -> float:
     return float(np.clip(anchored / ANCHOR_RECALL / all_pairs, 1.0 / all_pairs, 0.5))
 
 
-def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360) -> MatchModel:
-    """u from random pairs, m from anchored candidate pairs, the prior from how many pairs are anchored."""
-    return MatchModel(m=estimate_m(compared), u=estimate_u(data, seed=seed),
+def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360, labeled_matches: pd.DataFrame | None = None) -> MatchModel:
+    """u from random pairs, m from anchored candidate pairs (and pairs people labelled as matches), the prior
+    from how many pairs are anchored."""
+    return MatchModel(m=estimate_m(compared, labeled_matches), u=estimate_u(data, seed=seed),
                       prior=random_match_probability(compared, len(data)), records=len(data),
                       trained_on_pairs=len(compared))
 
