@@ -149,13 +149,16 @@ def _phone(rng: random.Random) -> str:
 
 
 def _email(rng: random.Random, first: str, last: str, used: set[str]) -> str:
-    while True:
+    for attempt in range(1000):
         local = rng.choice([f"{first}.{last}", f"{first}{last}", f"{first[0]}{last}", f"{first}.{last}{rng.randint(1, 99)}",
                             f"{last}.{first}", f"{first}{rng.randint(1950, 2005)}"]).lower().replace("'", "").replace(" ", "")
+        if attempt >= 10:  # a common name has used up its short addresses: add a longer number, as people do
+            local = f"{local}{rng.randint(100, 999_999)}"
         email = f"{local}@{rng.choice(EMAIL_DOMAINS)}"
         if email not in used:
             used.add(email)
             return email
+    raise RuntimeError(f"could not find an unused email address for {first} {last}")
 
 
 def generate_people(count: int, seed: int) -> list[Person]:
