@@ -47,7 +47,8 @@ def cluster_records(
     """Cluster `n` records given `links` (i, j, score); returns a cluster label per record."""
     edges = links[["i", "j", "score"]]
     if must_link is not None and len(must_link):
-        edges = pd.concat([edges, must_link[["i", "j"]].assign(score=1.0)], ignore_index=True)
+        forced = must_link[["i", "j"]].assign(score=1.0)
+        edges = pd.concat([edges, forced], ignore_index=True) if len(edges) else forced
     forbidden = set(map(tuple, cannot_link[["i", "j"]].to_numpy())) if cannot_link is not None else set()
     edges = edges[[(a, b) not in forbidden for a, b in zip(edges["i"], edges["j"], strict=True)]] if forbidden else edges
     edges = edges.drop_duplicates(["i", "j"])
