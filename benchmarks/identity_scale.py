@@ -26,6 +26,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.identity import pairwise  # noqa: E402
+from benchmarks.identity import run_c360 as run_c360_project  # noqa: E402
 from benchmarks.ingest import _replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,29 +38,17 @@ def peak_gb() -> float:
 
 
 def run_c360(people: int) -> dict[str, object]:
-    import dagster as dg
-
-    from c360_pipelines.config import load_config
     from c360_pipelines.demo import write_demo
-    from c360_pipelines.runner import run_pipeline
-    from resources.warehouse import WarehouseResource
 
     project = WORK / f"demo_{people}"
     if not (project / "truth.csv").exists():
         write_demo(project, people=people, seed=7)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{project}/.c360/warehouse.db{suffix}").unlink(missing_ok=True)
-    config = load_config(project / "c360.yaml")
-    stamps: dict[str, float] = {}
-    with dg.DagsterInstance.ephemeral() as instance:
-        started = time.perf_counter()
-        run_pipeline(config, instance, progress=lambda m: stamps.setdefault(m.split(":")[0], time.perf_counter()))
-        total = time.perf_counter() - started
-    warehouse = WarehouseResource(url=config.warehouse)
-    xref = warehouse.read_frame("SELECT source, source_record_id, c360_id AS cluster FROM xref")
+    xref, timing = run_c360_project(project)
     truth = pd.read_csv(project / "truth.csv", dtype=str)
-    return {"tool": "c360", "records": len(xref), "raw_to_xref_s": round(total, 1),
-            "canonical_to_xref_s": round(total - (stamps["identity"] - started), 1), "peak_gb": peak_gb(),
+    return {"tool": "c360", "records": len(xref), "raw_to_xref_s": round(timing["seconds_total"], 1),
+            "canonical_to_xref_s": round(timing["seconds_identity"], 1), "peak_gb": peak_gb(),
             **pairwise(truth, xref)}
 
 
