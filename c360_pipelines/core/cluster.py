@@ -75,6 +75,16 @@ def cluster_records(
         if (a, b) in forbidden:
             scores.iloc[pair_index] = 0.0
 
+    # A group whose every pair scores at least the threshold ends as one cluster under centroid linkage
+    # anyway (a centroid is never farther than the farthest member): only disagreeing groups need dedupe.
+    group_of_pair = component[complete["i"].to_numpy()] if len(complete) else np.array([], dtype="int64")
+    weakest = pd.Series(scores.to_numpy(), index=group_of_pair).groupby(level=0).min() if len(complete) else pd.Series(dtype=float)
+    cohesive = set(weakest.index[weakest.to_numpy() >= threshold])
+    together = members[members["component"].isin(cohesive)]
+    if len(together):
+        _label_groups(labels, together, max_cluster_size, events)
+    mixed = ~np.isin(group_of_pair, list(cohesive))
+    complete, scores = complete[mixed], scores[mixed]
     if len(complete):
         scored = np.empty(len(complete), dtype=[("pairs", "<i8", 2), ("score", "f4")])
         scored["pairs"] = complete[["i", "j"]].to_numpy()
@@ -89,6 +99,18 @@ def cluster_records(
             labels[group] = group.min()
     guard_events = pd.DataFrame(events, columns=["guard", "records", "detail"])
     return Clustering(labels=labels, guard_events=guard_events)
+
+
+def _label_groups(labels: np.ndarray, members: pd.DataFrame, max_cluster_size: int, events: list[dict[str, object]]) -> None:
+    """Label each whole group with its smallest record, unless it is too large to be one person."""
+    sizes = members.groupby("component")["rec"].transform("size").to_numpy()
+    smallest = members.groupby("component")["rec"].transform("min").to_numpy()
+    fits = sizes <= max_cluster_size
+    labels[members["rec"].to_numpy()[fits]] = smallest[fits]
+    for size in sorted(set(sizes[~fits].tolist())):
+        events.append({"guard": "cluster_size", "records": int(size),
+                       "detail": f"a cluster of {size} records exceeds max_cluster_size {max_cluster_size}; "
+                                 "its records stay apart"})
 
 
 def _all_pairs_within(members: pd.DataFrame) -> pd.DataFrame:
