@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := demo
 DEMO_PEOPLE ?= 2000
 
-.PHONY: install demo run dev test test-sqlite bench clean
+.PHONY: install demo run dev test test-sqlite bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,10 +41,16 @@ test: install
 test-sqlite: install
 	$(BIN)/pytest -n 2 -q -m "not postgres"
 
-## bench: ingestion throughput and memory (writes benchmarks/RESULTS.md)
+## bench: ingestion throughput and memory, identity accuracy beside Splink (writes benchmarks/RESULTS.md)
 bench: install
 	$(BIN)/pip install --quiet -e ".[test,bench]"
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/identity.py
+
+## bench-scale: identity on ~1M source records beside Splink (about 20 minutes)
+bench-scale: install
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/python benchmarks/identity_scale.py --people 440000
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .c360 .pytest_cache
