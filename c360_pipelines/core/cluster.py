@@ -71,9 +71,9 @@ def cluster_records(
     unknown = scores.isna().to_numpy()
     if unknown.any():
         scores[unknown] = score_pairs(complete.loc[unknown, ["i", "j"]].reset_index(drop=True)).to_numpy()
-    for pair_index, (a, b) in enumerate(zip(complete["i"], complete["j"], strict=True)):
-        if (a, b) in forbidden:
-            scores.iloc[pair_index] = 0.0
+    if forbidden:
+        never = np.array([(a, b) in forbidden for a, b in zip(complete["i"], complete["j"], strict=True)], dtype=bool)
+        scores[never] = 0.0
 
     # A group whose every pair scores at least the threshold ends as one cluster under centroid linkage
     # anyway (a centroid is never farther than the farthest member): only disagreeing groups need dedupe.
