@@ -54,12 +54,7 @@ def demo(
 
     started = time.perf_counter()
     summary = write_demo(out, people=people, seed=seed)
-    table = Table(title=f"demo data for {summary.people:,} people in {out}/", title_justify="left")
-    table.add_column("source")
-    table.add_column("records", justify="right")
-    for source, count in summary.records.items():
-        table.add_row(source, f"{count:,}")
-    console.print(table)
+    console.print(_counts_table(f"demo data for {summary.people:,} people in {out}/", "source", "records", summary.records))
     console.print(f"wrote {out / 'c360.yaml'}, {out / 'truth.csv'} and {out / 'people.csv'} "
                   f"in {time.perf_counter() - started:.1f}s")
 
@@ -88,16 +83,20 @@ def run(config: ConfigOption = None) -> None:
     for stage in summary.stages:
         if stage.name in ("conformed", "identity"):
             title = "conformed tables (rebuilt" if stage.name == "conformed" else "identity (resolved"
-            table = Table(title=f"{title} in {stage.seconds:.1f}s)", title_justify="left")
-            table.add_column("table")
-            table.add_column("rows", justify="right")
-            for name, count in stage.counts.items():
-                table.add_row(name, f"{count:,}")
-            console.print(table)
+            console.print(_counts_table(f"{title} in {stage.seconds:.1f}s)", "table", "rows", stage.counts))
     quarantined = sum(stage.counts.get("rows quarantined", 0) for stage in sources)
     if quarantined:
         console.print(f"{quarantined:,} row(s) set aside with their reasons: c360 export quarantine -o quarantine.csv")
     console.print(f"{len(summary.batches)} batch(es) processed in {summary.seconds:.1f}s; warehouse: {project.warehouse}")
+
+
+def _counts_table(title: str, what: str, unit: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(what)
+    table.add_column(unit, justify="right")
+    for name, count in counts.items():
+        table.add_row(name, f"{count:,}")
+    return table
 
 
 def _step(status: object, message: str) -> None:

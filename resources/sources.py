@@ -23,8 +23,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from c360_pipelines.config import C360Config, ConfigError, SourceConfig
-
-ROW_NUMBER = "_row_number"
+from c360_pipelines.core.conform import ROW_NUMBER
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from functools import lru_cache
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
