@@ -72,7 +72,9 @@ def run(config: ConfigOption = None) -> None:
         _fail(error)
     if not summary.batches:
         console.print("nothing new: every batch is already landed and staged")
-    sources = [stage for stage in summary.stages if stage.name not in ("conformed", "identity")]
+    downstream = {"conformed": "conformed tables (rebuilt", "identity": "identity (resolved",
+                  "profiles": "golden profiles (built"}
+    sources = [stage for stage in summary.stages if stage.name not in downstream]
     if sources:
         table = Table(title="sources (all batches landed so far)", title_justify="left")
         for column in ("source", "batches", "rows read", "rows staged", "rows quarantined", "seconds"):
@@ -81,21 +83,21 @@ def run(config: ConfigOption = None) -> None:
             table.add_row(stage.name, *(f"{v:,}" for v in stage.counts.values()), f"{stage.seconds:.1f}")
         console.print(table)
     for stage in summary.stages:
-        if stage.name in ("conformed", "identity"):
-            title = "conformed tables (rebuilt" if stage.name == "conformed" else "identity (resolved"
-            console.print(_counts_table(f"{title} in {stage.seconds:.1f}s)", "table", "rows", stage.counts))
+        if stage.name in downstream:
+            console.print(_counts_table(f"{downstream[stage.name]} in {stage.seconds:.1f}s)", "table", "rows",
+                                        stage.counts))
     quarantined = sum(stage.counts.get("rows quarantined", 0) for stage in sources)
     if quarantined:
         console.print(f"{quarantined:,} row(s) set aside with their reasons: c360 export quarantine -o quarantine.csv")
     console.print(f"{len(summary.batches)} batch(es) processed in {summary.seconds:.1f}s; warehouse: {project.warehouse}")
 
 
-def _counts_table(title: str, what: str, unit: str, counts: dict[str, int]) -> Table:
+def _counts_table(title: str, what: str, unit: str, counts: dict[str, object]) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column(what)
     table.add_column(unit, justify="right")
     for name, count in counts.items():
-        table.add_row(name, f"{count:,}")
+        table.add_row(name, f"{count:,}" if isinstance(count, (int, float)) else str(count))
     return table
 
 
@@ -145,7 +147,9 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write: .csv, .parquet or .jsonl.")],
     config: ConfigOption = None,
 ) -> None:
-    """Write a warehouse table to a CSV, Parquet or JSON-lines file, streaming it in chunks."""
+    """Write a warehouse table to a CSV, Parquet or JSON-lines file, streaming it in chunks.
+
+    `golden_profile` to .jsonl or .parquet nests each profile's contact points and insights in it."""
     from c360_pipelines.model import TABLES
     from resources.warehouse import WarehouseResource
 
@@ -158,7 +162,12 @@ def export(
     warehouse = WarehouseResource(url=project.warehouse)
     warehouse.ensure_tables()
     output.parent.mkdir(parents=True, exist_ok=True)
-    rows = _export_table(warehouse.engine, TABLES[table], output, suffix, EXPORT_COLUMNS.get(table))
+    if table == "golden_profile" and suffix != ".csv":
+        from c360_pipelines.profiles import export_profiles
+
+        rows = export_profiles(warehouse, output)
+    else:
+        rows = _export_table(warehouse.engine, TABLES[table], output, suffix, EXPORT_COLUMNS.get(table))
     console.print(f"wrote {rows:,} rows of {table} to {output}")
 
 
@@ -213,6 +222,49 @@ def lookup(
     if person is None:
         _fail(LookupError(f"no record {source}:{record_id} in xref (is the source name right, and has `c360 run` run?)"))
     print(json.dumps(person, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command()
+def profile(
+    c360_id: Annotated[str, typer.Argument(help="A 360 ID (a merged one answers with its survivor).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON instead of tables.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Print a person's golden profile: every value with where it came from, contact points, insights."""
+    from c360_pipelines.profiles import read_profile
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    found = read_profile(WarehouseResource(url=project.warehouse), project, c360_id)
+    if found is None:
+        _fail(LookupError(f"no profile for {c360_id} (unknown ID, or `c360 run` has not built profiles yet)"))
+    if as_json:
+        print(json.dumps(found, indent=2, ensure_ascii=False, default=str))
+        return
+    if found["redirected"]:
+        console.print(f"{c360_id} was merged: {' -> '.join(found['merge_chain'])}; showing the survivor",
+                      highlight=False)
+    person = found["profile"]
+    console.print(f"[bold]{person['full_name'] or '(no name)'}[/]  {found['c360_id']}  "
+                  f"({person['record_count']} records from {person['sources']})", highlight=False)
+    values = Table(title="golden values and where they came from", title_justify="left")
+    for column in ("attribute", "value", "source record", "rule", "beat"):
+        values.add_column(column)
+    for attribute, why in found["provenance"].items():
+        beaten = ", ".join(f"{c['value']} ({c['record']})" for c in why["competing"][:3])
+        more = len(why["competing"]) - 3
+        values.add_row(attribute, why["value"], f"{why['source']}:{why['source_record_id']}", why["rule"],
+                       beaten + (f" and {more} more" if more > 0 else ""))
+    console.print(values)
+    points = Table(title="contact points", title_justify="left")
+    for column in ("kind", "value", "primary", "status", "sources", "first seen", "last seen"):
+        points.add_column(column)
+    for point in found["contact_points"]:
+        points.add_row(point["kind"], point["value"], "yes" if point["is_primary"] else "", point["status"],
+                       point["sources"], str(point["first_seen"] or ""), str(point["last_seen"] or ""))
+    console.print(points)
+    insights = {"first seen": person["first_seen"], "last seen": person["last_seen"], **found["insights"]}
+    console.print(_counts_table("insights", "insight", "value", {k: v if v is not None else "" for k, v in insights.items()}))
 
 
 @app.command()

@@ -209,12 +209,86 @@ class MatchConfig(_Strict):
     birth_date_conflict_guard: bool = True
 
 
+SURVIVORSHIP_STRATEGIES = ("source_priority", "most_recent", "most_frequent", "most_complete")
+PROFILE_ATTRIBUTES = ("first_name", "middle_name", "last_name", "name_suffix", "birth_date", "gender",
+                      "email", "phone", "address")
+
+
+class Survivorship(_Strict):
+    """How one attribute's value is chosen among a person's records. Written as a strategy name, or a mapping
+    with `strategy` and, for `source_priority`, `sources` (the order to trust them in)."""
+
+    strategy: Literal["source_priority", "most_recent", "most_frequent", "most_complete"]
+    sources: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, raw: Any) -> Any:
+        return {"strategy": raw} if isinstance(raw, str) else raw
+
+
+DEFAULT_INSIGHTS = {
+    "order_count": "count() where type = order",
+    "lifetime_value": "sum(amount) where type = order and status != refunded",
+    "last_order_at": "max(occurred_at) where type = order",
+    "ticket_count": "count() where type = ticket",
+    "open_tickets": "count() where type = ticket and status in (open, pending)",
+    "last_engagement_at": "max(occurred_at)",
+}
+
+
+def _insight_definition(raw: Any) -> Any:
+    from c360_pipelines.core.expressions import ExpressionError, parse_insight
+
+    if isinstance(raw, str):
+        try:
+            parse_insight(raw)
+        except ExpressionError as error:
+            raise ValueError(f"{error}; expected e.g. 'sum(amount) where type = order'") from None
+    return raw
+
+
+class ProfileConfig(_Strict):
+    """Golden profiles: which value of each attribute survives, and the calculated insights.
+
+    `default` applies to every attribute without its own entry in `fields`. Ties are broken, in order, by
+    recency, by `source_priority`'s order (else the order of `sources:`), then by record key, so the same
+    data always gives the same profile.
+    """
+
+    default: Survivorship = Survivorship(strategy="most_frequent")
+    fields: dict[str, Survivorship] = Field(default_factory=dict)
+    source_priority: tuple[str, ...] = ()
+    ignore_empty: bool = True
+    insights: dict[str, Annotated[str, BeforeValidator(_insight_definition)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProfileConfig:
+        unknown = sorted(set(self.fields) - set(PROFILE_ATTRIBUTES))
+        if unknown:
+            raise ValueError(f"unknown profile attribute(s) in 'fields': {', '.join(unknown)}; "
+                             f"expected some of: {', '.join(PROFILE_ATTRIBUTES)}")
+        for name in self.insights:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"insight name '{name}' must match [a-z][a-z0-9_]*")
+        return self
+
+    def strategy_for(self, attribute: str) -> Survivorship:
+        return self.fields.get(attribute, self.default)
+
+    @property
+    def all_insights(self) -> dict[str, str]:
+        """The shipped default insights, with the user's added (a user's insight of the same name wins)."""
+        return {**DEFAULT_INSIGHTS, **self.insights}
+
+
 class C360Config(_Strict):
     """The whole `c360.yaml`: the warehouse, the sources and matching. `base_dir` is where the file lives."""
 
     warehouse: str = DEFAULT_WAREHOUSE
     sources: list[SourceConfig] = Field(min_length=1)
     match: MatchConfig = Field(default_factory=MatchConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
     base_dir: Path = Path(".")
     config_path: Path = Path(DEFAULT_CONFIG_NAME)
 
@@ -231,7 +305,20 @@ class C360Config(_Strict):
                     f"source '{source.name}': 'of: {source.of}' does not name a person source "
                     f"(person sources: {', '.join(sorted(person_sources)) or 'none'})"
                 )
+        rules = [("profile.source_priority", self.profile.source_priority), ("profile.default.sources", self.profile.default.sources)]
+        rules += [(f"profile.fields.{name}.sources", rule.sources) for name, rule in self.profile.fields.items()]
+        for key, listed in rules:
+            unknown = sorted(set(listed) - person_sources)
+            if unknown:
+                raise ValueError(f"{key}: {', '.join(unknown)} is not a person source "
+                                 f"(person sources: {', '.join(sorted(person_sources))})")
         return self
+
+    @property
+    def source_order(self) -> list[str]:
+        """Person sources in the order that breaks ties: `profile.source_priority` first, then as declared."""
+        declared = [s.name for s in self.person_sources]
+        return [*self.profile.source_priority, *(n for n in declared if n not in self.profile.source_priority)]
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:

@@ -251,7 +251,8 @@ def _crm(people: list[Person], w: _Writer, out: Path) -> None:
             moved = person.moved_to or address
             update = list(row)
             update[3] = person.new_email or row[3]
-            update[5], update[6], update[7], update[8] = moved.line1(True), moved.city, moved.state, moved.zip
+            moved_street = moved.line1(True) + (f" {moved.unit}" if moved.unit else "")
+            update[5], update[6], update[7], update[8] = moved_street, moved.city, moved.state, moved.zip
             update[10] = f"2024-{rng.randint(7, 12):02d}-{rng.randint(1, 28):02d}T09:30:00Z"
             second_rows.append(update)
     _write_csv(out / "crm" / "contacts_1.csv", header, first_rows)

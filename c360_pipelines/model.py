@@ -212,6 +212,80 @@ class TrainingLabel(BaseModel):
     labeled_by: str = Field(description="Who answered (the login name, for c360 label).")
 
 
+class GoldenProfile(BaseModel):
+    """One golden profile per active 360 ID: the surviving value of every attribute, chosen by the profile rules."""
+
+    c360_id: str = Field(description="The person's 360 ID (active).")
+    first_name: str | None = Field(None, description="Given name.")
+    middle_name: str | None = Field(None, description="Middle name(s).")
+    last_name: str | None = Field(None, description="Family name.")
+    name_suffix: str | None = Field(None, description="Jr, Sr, III, ...")
+    full_name: str | None = Field(None, description="First, middle, last and suffix joined.")
+    birth_date: dt.date | None = Field(None, description="Date of birth.")
+    gender: str | None = Field(None, description="F, M or X.")
+    email: str | None = Field(None, description="The primary email address.")
+    phone: str | None = Field(None, description="The primary phone number, E.164.")
+    address_line1: str | None = Field(None, description="Primary address: street line.")
+    address_line2: str | None = Field(None, description="Primary address: unit line.")
+    city: str | None = Field(None, description="Primary address: city.")
+    region: str | None = Field(None, description="Primary address: state or region.")
+    postal_code: str | None = Field(None, description="Primary address: postal code.")
+    country: str | None = Field(None, description="Primary address: ISO country.")
+    record_count: int = Field(description="How many source records make up the person.")
+    sources: str = Field(description="The sources that know the person, comma-separated, sorted.")
+    first_seen: dt.datetime | None = Field(None, description="Earliest record update or engagement.")
+    last_seen: dt.datetime | None = Field(None, description="Latest record update or engagement.")
+    profile_hash: str = Field(description="Fingerprint of the profile's content, to tell a change from a rerun.")
+    last_changed: dt.datetime = Field(description="When the profile's content last changed.")
+
+
+class ProfileContactPoint(BaseModel):
+    """Every email, phone and address of a profile, each with the sources that sent it; one of each kind is primary."""
+
+    c360_id: str = Field(description="The person's 360 ID.")
+    kind: str = Field(description="email, phone or address.")
+    value: str = Field(description="The standard form: lower-case email, E.164 phone, one-line address.")
+    value_key: str = Field(description="The key the value is grouped by (email matching key, E.164, address parts).")
+    status: str = Field(description="ok, invalid (did not parse or validate) or placeholder (a junk value).")
+    detail: str | None = Field(None, description="Phone type (mobile, fixed_line, ...) or email domain.")
+    is_primary: bool = Field(description="The one the profile rules chose for the golden profile.")
+    sources: str = Field(description="Sources that sent it, comma-separated, sorted.")
+    records: str = Field(description="Source records that carry it, as source:id, comma-separated.")
+    first_seen: dt.datetime | None = Field(None, description="Earliest time a record carrying it was current.")
+    last_seen: dt.datetime | None = Field(None, description="Latest such time.")
+
+
+class ProfileAttributeProvenance(BaseModel):
+    """Where every single-valued profile attribute came from: the winning record, the rule, and what it beat."""
+
+    c360_id: str = Field(description="The person's 360 ID.")
+    attribute: str = Field(description="first_name, last_name, birth_date, email, phone, address, ...")
+    value: str = Field(description="The value that won, as text.")
+    source: str = Field(description="The source of the winning record.")
+    source_record_id: str = Field(description="The winning record.")
+    rule: str = Field(description="The strategy that decided (most_frequent, most_recent, source_priority, "
+                                  "most_complete), and, after a tie, the tie-break that did.")
+    candidates: int = Field(description="How many source records offered a value.")
+    competing: str = Field(description="JSON list of the values that lost, each with its record: "
+                                       '[{"value": ..., "record": "source:id"}].')
+
+
+class ProfileInsight(BaseModel):
+    """Calculated insights: the values of the `profile.insights` in c360.yaml (and the defaults) per person."""
+
+    c360_id: str = Field(description="The person's 360 ID.")
+    insight: str = Field(description="The insight's name, e.g. lifetime_value.")
+    value: str | None = Field(None, description="The value as text (ISO 8601 for times).")
+    number: float | None = Field(None, description="The value as a number, when it is one.")
+
+
+PROFILE_MODELS: dict[str, type[BaseModel]] = {
+    "golden_profile": GoldenProfile,
+    "profile_contact_points": ProfileContactPoint,
+    "profile_attribute_provenance": ProfileAttributeProvenance,
+    "profile_insights": ProfileInsight,
+}
+
 IDENTITY_MODELS: dict[str, type[BaseModel]] = {
     "training_label": TrainingLabel,
     "match_model": MatchModelVersion,
@@ -281,6 +355,10 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "xref": [("source", "source_record_id"), ("c360_id",)],
     "ids": [("c360_id",), ("merged_into",)],
     "quarantine": [("source", "batch_id")],
+    "golden_profile": [("c360_id",)],
+    "profile_contact_points": [("c360_id",), ("kind", "value_key")],
+    "profile_attribute_provenance": [("c360_id",)],
+    "profile_insights": [("c360_id",)],
 }
 
 
@@ -309,7 +387,7 @@ def _build_metadata() -> sa.MetaData:
         table = _table(metadata, name, model, _INDEXES.get(name, []))
         if name == "batch":
             table.append_constraint(sa.PrimaryKeyConstraint("source", "batch_id"))
-    for name, model in IDENTITY_MODELS.items():
+    for name, model in {**IDENTITY_MODELS, **PROFILE_MODELS}.items():
         _table(metadata, name, model, _INDEXES.get(name, []))
     return metadata
 
@@ -321,4 +399,5 @@ MODELS: dict[str, type[BaseModel]] = {
     **{staged_table_name(n): m for n, m in CANONICAL_MODELS.items()},
     **LEDGER_MODELS,
     **IDENTITY_MODELS,
+    **PROFILE_MODELS,
 }

@@ -16,6 +16,7 @@ import dagster as dg
 
 from assets.conformed import conformed_key
 from assets.identity import IDS_KEY, LINKS_KEY, MODEL_KEY, XREF_KEY
+from assets.profiles import PROFILE_KEYS
 from assets.sources import batch_partitions, raw_key, staged_key
 from c360_pipelines.config import C360Config, ConfigError
 from c360_pipelines.definitions import build_definitions
@@ -122,6 +123,11 @@ def run_pipeline(
             selection.append(MODEL_KEY)
         materialize(selection, "identity resolution")
         seconds["identity"] = time.perf_counter() - identity_started
+    if summary.batches or conformed_missing or instance.get_latest_materialization_event(PROFILE_KEYS[0]) is None:
+        progress("profiles: building golden profiles and insights")
+        profiles_started = time.perf_counter()
+        materialize(list(PROFILE_KEYS), "golden profiles")
+        seconds["profiles"] = time.perf_counter() - profiles_started
     summary.stages = stage_summaries(warehouse, seconds)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -178,6 +184,11 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float]) -> 
         stages.append(StageSummary("identity", seconds["identity"], {
             "source records": warehouse.count("xref"), "people (360 IDs)": int(people),
             "linked pairs": int(linked), "pairs kept apart by a guard": int(guarded)}))
+    if "profiles" in seconds:
+        stages.append(StageSummary("profiles", seconds["profiles"], {
+            "golden profiles": warehouse.count("golden_profile"),
+            "contact points": warehouse.count("profile_contact_points"),
+            "insight values": warehouse.count("profile_insights")}))
     return stages
 
 
@@ -190,7 +201,7 @@ def retrain(config: C360Config, instance: dg.DagsterInstance | None = None) -> t
     warehouse.ensure_tables()
     assets = list(build_definitions(config).assets or [])
     result = dg.materialize(
-        assets, selection=[MODEL_KEY, XREF_KEY, IDS_KEY, LINKS_KEY], instance=instance,
+        assets, selection=[MODEL_KEY, XREF_KEY, IDS_KEY, LINKS_KEY, *PROFILE_KEYS], instance=instance,
         resources={"warehouse": warehouse}, tags={"c360/trigger": "c360 train"}, run_config=QUIET_RUN_CONFIG,
         raise_on_error=False,
     )

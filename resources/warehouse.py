@@ -154,7 +154,7 @@ def _python_rows(frame: pd.DataFrame, table: str) -> Iterator[tuple[Any, ...]]:
 
 
 def _as_date(value: Any) -> dt.date | None:
-    if value is None or (not isinstance(value, dt.date) and pd.isna(value)):
+    if value is None or value is pd.NaT or (not isinstance(value, dt.date) and pd.isna(value)):
         return None
     if isinstance(value, dt.datetime):
         return value.date()

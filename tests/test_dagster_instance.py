@@ -36,5 +36,5 @@ def test_runs_and_partitions_are_stored_in_postgres(crm_project: C360Config, pos
     assert postgres_instance.get_dynamic_partitions("crm_batches") == ["data/crm/batch_1.csv"]
     with sa.create_engine(postgres_url).connect() as connection:
         runs = connection.execute(sa.text("SELECT COUNT(*) FROM runs")).scalar_one()
-    assert runs == 3  # the batch, the conformed tables, then identity
+    assert runs == 4  # the batch, the conformed tables, identity, then profiles
     assert os.environ["C360_DAGSTER_PG_DB"] in postgres_url

@@ -50,6 +50,11 @@ def _nicknamer() -> NickNamer:
     return NickNamer()
 
 
+def canonical_names(name: str) -> frozenset[str]:
+    """The full names that `name` is a nickname of (bob -> robert), lower case."""
+    return _canonicals(name)
+
+
 @lru_cache(maxsize=200_000)
 def _canonicals(name: str) -> frozenset[str]:
     return frozenset(_nicknamer().canonicals_of(name))

@@ -24,8 +24,10 @@ from scourgify import address_constants as usps
 # Arrow-backed strings: pandas runs .str methods as vectorised Arrow kernels instead of a Python loop.
 TEXT = pd.StringDtype("pyarrow")
 
+# The local part is any printable character but the specials of RFC 5322, non-ASCII letters included: an
+# internationalised address (RFC 6531, SMTPUTF8) such as josé@example.com is deliverable.
 _EMAIL_PATTERN = (
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
+    r"^[^\x00-\x20\"(),:;<>@\[\\\]\x7f]+@"
     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 _GMAIL_DOMAINS = ("gmail.com", "googlemail.com")

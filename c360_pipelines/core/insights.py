@@ -1,0 +1,109 @@
+"""Calculated insights: aggregates over each person's engagement rows, declared as small expressions.
+
+`lifetime_value: sum(amount) where type = order and status != refunded` is parsed once (see `expressions`)
+and computed for everyone at once with pandas. A person with no matching rows has no row for the insight;
+readers fill in the insight's empty value (0 for counts and sums, nothing otherwise), which keeps the table
+small when most people never, say, opened a ticket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+from c360_pipelines.core.expressions import ExpressionError, Insight, fields_of, mask, parse_insight
+
+# Field names an insight may use, and the engagement column each reads. `type` and `kind` are the same.
+ENGAGEMENT_FIELDS = {
+    "type": "engagement_type", "kind": "engagement_type", "amount": "amount", "currency": "currency",
+    "channel": "channel", "status": "status", "occurred_at": "occurred_at", "source": "source",
+}
+INSIGHT_COLUMNS = ["c360_id", "insight", "value", "number"]
+
+
+def parse_insights(definitions: Mapping[str, str]) -> dict[str, Insight]:
+    """Parse every definition and check that it only reads known engagement fields."""
+    parsed: dict[str, Insight] = {}
+    for name, text in definitions.items():
+        insight = parse_insight(text)
+        unknown = sorted(fields_of(insight) - set(ENGAGEMENT_FIELDS))
+        if unknown:
+            raise ExpressionError(f"insight '{name}': unknown field(s) {', '.join(unknown)}; "
+                                  f"fields: {', '.join(sorted(ENGAGEMENT_FIELDS))}")
+        parsed[name] = insight
+    return parsed
+
+
+def engagement_frame(engagement: pd.DataFrame) -> pd.DataFrame:
+    """Engagement rows under the field names insights use (c360_id kept)."""
+    frame = pd.DataFrame({"c360_id": engagement["c360_id"].to_numpy()})
+    for name, column in ENGAGEMENT_FIELDS.items():
+        values = engagement[column]
+        if name == "occurred_at":
+            values = pd.to_datetime(values)
+        elif name == "amount":
+            values = pd.to_numeric(values, errors="coerce")
+        frame[name] = values.to_numpy()
+    return frame
+
+
+def compute_insights(engagement: pd.DataFrame, insights: Mapping[str, Insight]) -> pd.DataFrame:
+    """Long-format insight values: one row per person and insight that had matching engagement rows."""
+    rows = engagement_frame(engagement)
+    results = [_compute(rows, name, insight) for name, insight in insights.items()]
+    results = [r.astype({"number": float}) for r in results if not r.empty]
+    if not results:
+        return pd.DataFrame(columns=INSIGHT_COLUMNS)
+    return pd.concat(results, ignore_index=True)[INSIGHT_COLUMNS]
+
+
+def _compute(rows: pd.DataFrame, name: str, insight: Insight) -> pd.DataFrame:
+    selected = rows[mask(insight.where, rows)]
+    if insight.field is None:
+        values = selected.groupby("c360_id").size()
+    else:
+        column = selected[insight.field]
+        selected = selected[column.notna()]
+        grouped = selected.groupby("c360_id")[insight.field]
+        aggregate = {"count": "count", "count_distinct": "nunique", "sum": "sum", "avg": "mean", "min": "min",
+                     "max": "max"}[insight.aggregate]
+        if aggregate in ("sum", "mean") and not pd.api.types.is_numeric_dtype(column):
+            raise ExpressionError(f"insight '{name}': {insight.aggregate}() needs a number field, not {insight.field}")
+        values = grouped.agg(aggregate)
+    if values.empty:
+        return pd.DataFrame(columns=INSIGHT_COLUMNS)
+    frame = values.rename("raw").reset_index()
+    frame["insight"] = name
+    if pd.api.types.is_datetime64_any_dtype(frame["raw"]):
+        frame["value"] = frame["raw"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+        frame["number"] = None
+    elif pd.api.types.is_numeric_dtype(frame["raw"]):
+        frame["number"] = frame["raw"].astype(float).round(6)
+        frame["value"] = frame["number"].map(format_number)
+    else:
+        frame["value"] = frame["raw"].astype(str)
+        frame["number"] = None
+    return frame[INSIGHT_COLUMNS]
+
+
+def format_number(value: float) -> str:
+    """12 for 12.0, 12.5 for 12.5: numbers as people write them."""
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def insight_values(stored: pd.DataFrame, insights: Mapping[str, Insight]) -> dict[str, object]:
+    """One person's insights as a mapping, with the empty value for those they have no row for."""
+    found = {row["insight"]: (_number(row["number"]) if pd.notna(row["number"]) else row["value"])
+             for row in stored.to_dict("records")}
+    return {name: found.get(name, _number(insight.empty_value)) for name, insight in insights.items()}
+
+
+def _number(value: float | None) -> float | int | None:
+    """Counts read back as whole numbers: 3, not 3.0."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else float(value)
