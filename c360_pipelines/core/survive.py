@@ -25,6 +25,7 @@ CONTACT_KINDS = ("email", "phone", "address")
 ADDRESS_PARTS = ("line1", "line2", "city", "region", "postal_code", "country")
 OK, INVALID, PLACEHOLDER = "ok", "invalid", "placeholder"
 MAX_COMPETING = 20
+EMPTY_KEY = "\x00empty"
 _NEVER = np.iinfo(np.int64).min
 
 # The criteria that rank candidates, by name, with the column and direction each sorts by.
@@ -238,10 +239,13 @@ def choose(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ignore
 
 
 def _rankable(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ignore_empty: bool) -> pd.DataFrame:
-    frame = candidates
+    frame = candidates.copy()
+    text = frame["value"].astype("string").str.strip()
+    empty = text.isna() | (text == "")
     if ignore_empty:
-        text = frame["value"].astype("string").str.strip()
-        frame = frame[text.notna() & (text != "")]
+        frame = frame[~empty.to_numpy()]
+    else:  # a record without the value competes with an empty one: under most_recent, a later blank clears it
+        frame.loc[empty.to_numpy(), ["value", "key"]] = [None, EMPTY_KEY]
     frame = frame[frame["key"].notna()].copy()
     frame["frequency"] = frame.groupby(["c360_id", "key"], sort=False)["key"].transform("size")
     frame["length"] = frame["value"].astype(str).str.len()
@@ -313,7 +317,7 @@ def _competing_json(losers: pd.DataFrame) -> pd.Series:
     if losers.empty:
         return pd.Series(dtype=object)
     kept = losers[losers.groupby("c360_id", sort=False).cumcount() < MAX_COMPETING]
-    fragments = ('{"value": ' + kept["value"].astype(str).map(json.dumps) + ', "record": '
+    fragments = ('{"value": ' + kept["value"].astype(object).where(kept["value"].notna(), None).map(json.dumps) + ', "record": '
                  + kept["record"].map(json.dumps) + "}")
     return "[" + fragments.groupby(kept["c360_id"], sort=False).agg(", ".join) + "]"
 
@@ -366,8 +370,9 @@ def _record_summary(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def _provenance(chosen: pd.DataFrame) -> pd.DataFrame:
-    return chosen[["c360_id", "attribute", "value", "source", "source_record_id", "rule",
-                                      "candidates", "competing"]].astype({"value": str})
+    chosen = chosen[chosen["value"].notna()]
+    return chosen[["c360_id", "attribute", "value", "source", "source_record_id", "rule", "candidates",
+                   "competing"]].astype({"value": str})
 
 
 def content_hashes(golden: pd.DataFrame, contact_points: pd.DataFrame, insights: pd.DataFrame) -> pd.Series:

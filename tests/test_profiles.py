@@ -1,0 +1,159 @@
+"""Golden profiles in the warehouse: built after identity, stable across reruns, readable by any 360 ID."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from assets.profiles import profile_checks
+from c360_pipelines.cli import app
+from c360_pipelines.config import C360Config, ConfigError, load_config
+from c360_pipelines.profiles import build_profiles, read_profile
+from c360_pipelines.runner import run_pipeline
+from resources.warehouse import WarehouseResource
+from tests.conftest import write_project
+
+SOURCES = """
+sources:
+  - name: crm
+    path: data/crm/*.csv
+    id: Id
+    updated_at: Modified
+    fields: {first_name: First, last_name: Last, email: Email, phone: Phone, address: Address}
+  - name: shop
+    path: data/shop/*.csv
+    id: Id
+    updated_at: Modified
+    fields: {first_name: First, last_name: Last, email: Email, phone: Phone, address: Address}
+  - name: orders
+    kind: engagement
+    of: shop
+    path: data/orders/*.csv
+    id: OrderId
+    person_id: CustomerId
+    occurred_at: At
+    fields: {type: {value: order}, amount: Total, status: Status}
+profile:
+  fields:
+    address: most_recent
+  insights:
+    big_orders: "count() where type = order and amount >= 100"
+"""
+FILES = {
+    "data/crm/batch_1.csv": """
+        Id,First,Last,Email,Phone,Address,Modified
+        1,Ann,Smith,ann.smith@example.org,(415) 555-2671,"1 Main St, Boston, MA 02108",2024-01-01
+        2,Bob,Jones,bob@example.org,415.555.0199,"9 Elm St, Austin, TX 73301",2024-01-01
+    """,
+    "data/shop/batch_1.csv": """
+        Id,First,Last,Email,Phone,Address,Modified
+        S1,ANN,SMITH,ann.smith@example.org,4155552671,"22 Oak Ave, Boston, MA 02110",2024-06-01
+        S2,Robert,Jones,bob@example.org,,"9 Elm Street, Austin, TX 73301",2024-02-01
+    """,
+    "data/orders/batch_1.csv": """
+        OrderId,CustomerId,At,Total,Status
+        O1,S1,2024-06-02,120.00,paid
+        O2,S1,2024-07-02,30.50,paid
+        O3,S1,2024-08-02,99.00,refunded
+    """,
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path, warehouse_url: str, instance: object) -> C360Config:
+    config = write_project(tmp_path, SOURCES, FILES, warehouse_url)
+    run_pipeline(config, instance)  # type: ignore[arg-type]
+    return config
+
+
+def profile_of(warehouse: WarehouseResource, source: str, record_id: str) -> pd.Series:
+    return warehouse.read_frame(
+        "SELECT g.* FROM golden_profile g JOIN xref x ON x.c360_id = g.c360_id "
+        "WHERE x.source = :s AND x.source_record_id = :id", {"s": source, "id": record_id}).iloc[0]
+
+
+def test_every_active_id_gets_one_profile_built_by_the_configured_rules(project: C360Config) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    assert warehouse.count("golden_profile") == warehouse.scalar("SELECT COUNT(*) FROM ids WHERE status = 'active'") == 2
+    ann = profile_of(warehouse, "crm", "1")
+    assert (ann["first_name"], ann["last_name"], ann["email"], ann["phone"]) == ("Ann", "Smith",
+                                                                                 "ann.smith@example.org", "+14155552671")
+    assert ann["address_line1"] == "22 OAK AVE"  # address: most_recent (the shop's June record)
+    assert ann["sources"] == "crm,shop" and ann["record_count"] == 2
+    bob = profile_of(warehouse, "crm", "2")
+    assert bob["first_name"] == "Robert"  # Bob is a nickname of Robert, which the shop record carries
+    assert all(check.passed for check in profile_checks(warehouse))
+
+
+def test_provenance_contact_points_and_insights_are_read_back_for_a_person(project: C360Config) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    ann = read_profile(warehouse, project, profile_of(warehouse, "crm", "1")["c360_id"])
+    assert ann is not None and not ann["redirected"]
+    address = ann["provenance"]["address"]
+    assert (address["source"], address["source_record_id"], address["rule"]) == ("shop", "S1", "most_recent")
+    assert [c["record"] for c in address["competing"]] == ["crm:1"]
+    addresses = [p for p in ann["contact_points"] if p["kind"] == "address"]
+    assert len(addresses) == 2 and [p["is_primary"] for p in addresses].count(True) == 1
+    assert ann["insights"]["order_count"] == 3
+    assert ann["insights"]["lifetime_value"] == 150.5  # the refunded order does not count
+    assert ann["insights"]["big_orders"] == 1
+    assert ann["insights"]["last_order_at"] == "2024-08-02T00:00:00"
+
+
+def test_a_rerun_on_unchanged_data_changes_no_profile(project: C360Config) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    before = warehouse.read_frame("SELECT c360_id, profile_hash, last_changed FROM golden_profile ORDER BY c360_id")
+    report = build_profiles(warehouse, project)
+    after = warehouse.read_frame("SELECT c360_id, profile_hash, last_changed FROM golden_profile ORDER BY c360_id")
+    assert report.changed == 0
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_a_merged_id_answers_with_the_survivors_profile(project: C360Config) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    survivor = profile_of(warehouse, "crm", "1")["c360_id"]
+    merged = pd.DataFrame([{"c360_id": "c360_0000000000000001", "status": "merged", "merged_into": survivor,
+                            "first_seen": pd.Timestamp("2024-01-01"), "last_changed": pd.Timestamp("2024-02-01")}])
+    with warehouse.transaction() as connection:
+        warehouse.insert_rows("ids", merged, connection)
+    found = read_profile(warehouse, project, "c360_0000000000000001")
+    assert found is not None and found["redirected"] and found["c360_id"] == survivor
+    assert found["merge_chain"] == ["c360_0000000000000001", survivor]
+    assert read_profile(warehouse, project, "c360_doesnotexist") is None
+
+
+def test_c360_profile_prints_the_values_with_their_sources_and_export_nests_contact_points(
+        project: C360Config, tmp_path: Path) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    c360_id = profile_of(warehouse, "crm", "1")["c360_id"]
+    runner = CliRunner()
+    shown = runner.invoke(app, ["profile", c360_id, "--config", str(project.config_path)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "Ann Smith" in shown.output and "shop:S1" in shown.output and "most_recent" in shown.output
+    exported = runner.invoke(app, ["export", "golden_profile", "-o", str(tmp_path / "p.jsonl"),
+                                   "--config", str(project.config_path)])
+    assert exported.exit_code == 0, exported.output
+    profiles = {p["c360_id"]: p for p in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
+    assert len(profiles) == 2
+    assert {p["value"] for p in profiles[c360_id]["contact_points"] if p["kind"] == "email"} == {"ann.smith@example.org"}
+    assert profiles[c360_id]["insights"]["order_count"] == "3"
+    unknown = runner.invoke(app, ["profile", "c360_nobody", "--config", str(project.config_path)])
+    assert unknown.exit_code == 2 and "no profile for c360_nobody" in unknown.output
+
+
+def test_a_bad_profile_rule_names_the_file_and_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "c360.yaml"
+    config.write_text(SOURCES.replace("address: most_recent", "adress: most_recent"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c360.yaml(.|\n)*profile: unknown profile attribute\(s\) in 'fields': adress"):
+        load_config(config)
+    config.write_text(SOURCES.replace('"count() where type = order and amount >= 100"', '"count( where"'),
+                      encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"profile.insights.big_orders: cannot parse"):
+        load_config(config)
+    config.write_text(SOURCES + "  source_priority: [crm, warehouse]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"profile.source_priority: warehouse is not a person source"):
+        load_config(config)
