@@ -267,6 +267,96 @@ def profile(
     console.print(_counts_table("insights", "insight", "value", {k: v if v is not None else "" for k, v in insights.items()}))
 
 
+events_app = typer.Typer(help="Profile change events: deliver them to subscribers, replay dead letters, tail the outbox.",
+                          no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("deliver")
+def events_deliver(config: ConfigOption = None) -> None:
+    """Deliver every due event to its subscribers once, then exit (for cron, scripts and tests)."""
+    from c360_pipelines.events import deliver_pending
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    if not project.subscribers:
+        _fail(ConfigError(f"{project.config_path}: no 'subscribers:' to deliver to"))
+    warehouse = WarehouseResource(url=project.warehouse)
+    warehouse.ensure_tables()
+    report = deliver_pending(warehouse, project)
+    console.print(f"queued {report.queued:,}, delivered {report.delivered:,}, failed {report.failed:,} "
+                  f"(dead-lettered {report.dead_lettered:,}), waiting {report.waiting:,} in {report.seconds:.1f}s",
+                  highlight=False)
+    for subscriber, error in report.errors.items():
+        errors.print(f"[bold red]error:[/] {error}", highlight=False)
+    if report.errors:
+        raise typer.Exit(code=2)
+
+
+@events_app.command("replay")
+def events_replay(
+    subscriber: Annotated[str | None, typer.Option(help="Only this subscriber's dead letters.")] = None,
+    event: Annotated[str | None, typer.Option(help="Only this event id.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Put dead-lettered events back in the delivery queue; the next `deliver` sends them again."""
+    from c360_pipelines.events import replay_dead_letters
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    warehouse = WarehouseResource(url=project.warehouse)
+    warehouse.ensure_tables()
+    count = replay_dead_letters(warehouse, subscriber, event)
+    console.print(f"{count:,} dead-lettered deliveries queued again", highlight=False)
+
+
+@events_app.command("status")
+def events_status(config: ConfigOption = None) -> None:
+    """Deliveries per subscriber: pending, delivered and dead."""
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    warehouse = WarehouseResource(url=project.warehouse)
+    warehouse.ensure_tables()
+    counts = warehouse.read_frame("SELECT subscriber, status, COUNT(*) AS n FROM event_delivery GROUP BY 1, 2")
+    table = Table(title=f"{warehouse.count('events'):,} events in the outbox", title_justify="left")
+    for column in ("subscriber", "pending", "delivered", "dead"):
+        table.add_column(column, justify="left" if column == "subscriber" else "right")
+    for subscriber in project.subscribers:
+        mine = counts[counts["subscriber"] == subscriber.name].set_index("status")["n"]
+        table.add_row(subscriber.name, *(f"{int(mine.get(s, 0)):,}" for s in ("pending", "delivered", "dead")))
+    console.print(table)
+
+
+@events_app.command("tail")
+def events_tail(
+    from_start: Annotated[bool, typer.Option("--from-start", help="Begin with the oldest event, not the newest.")] = False,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep printing new events as they are written.")] = True,
+    interval: Annotated[float, typer.Option(help="Seconds between looks at the outbox.")] = 1.0,
+    config: ConfigOption = None,
+) -> None:
+    """Print events as they are written to the outbox, one CloudEvent JSON document per line."""
+    from c360_pipelines.events import last_seq, read_events
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    warehouse = WarehouseResource(url=project.warehouse)
+    warehouse.ensure_tables()
+    after = 0 if from_start else last_seq(warehouse)
+    try:
+        while True:
+            batch = read_events(warehouse, after)
+            for item in batch:
+                print(json.dumps(item["event"], ensure_ascii=False), flush=True)
+                after = item["seq"]
+            if not follow and not batch:
+                return
+            if not batch:
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        return
+
+
 @app.command()
 def explain(
     record_a: Annotated[str, typer.Argument(help="A record as SOURCE:ID, e.g. crm:003000000001.")],

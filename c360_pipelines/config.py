@@ -282,6 +282,89 @@ class ProfileConfig(_Strict):
         return {**DEFAULT_INSIGHTS, **self.insights}
 
 
+class EnvSecret(_Strict):
+    """A secret read from an environment variable when it is needed, so that it never sits in c360.yaml."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    def resolve(self, where: str) -> str:
+        value = os.environ.get(self.env)
+        if not value:
+            raise ConfigError(f"{where}: environment variable {self.env} is not set")
+        return value
+
+
+def _event_pattern(raw: Any) -> Any:
+    if isinstance(raw, str) and not re.fullmatch(r"[a-z0-9_.]+\*?|\*", raw):
+        raise ValueError(f"'{raw}' is not an event type (e.g. profile.created) or a prefix ending in * (profile.*)")
+    return raw
+
+
+EventPattern = Annotated[str, BeforeValidator(_event_pattern)]
+
+
+class SubscriberConfig(_Strict):
+    """A system that receives change events by webhook (Standard Webhooks signatures, CloudEvents bodies)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=63)
+    url: str = Field(pattern=r"^https?://")
+    events: tuple[EventPattern, ...] = ()
+    secret: str | EnvSecret
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_seconds: float = Field(default=2.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> SubscriberConfig:
+        if isinstance(self.secret, str) and not self.secret.startswith("whsec_"):
+            raise ValueError("'secret' must be a whsec_<base64> string (Standard Webhooks) or {env: NAME}")
+        return self
+
+    def wants(self, event_type: str) -> bool:
+        """Whether the subscriber asked for this event type (no `events` means every type)."""
+        if not self.events:
+            return True
+        return any(event_type == p or (p.endswith("*") and event_type.startswith(p[:-1])) for p in self.events)
+
+    def signing_secret(self) -> str:
+        where = f"subscribers ({self.name}).secret"
+        value = self.secret.resolve(where) if isinstance(self.secret, EnvSecret) else self.secret
+        if not value.startswith("whsec_"):
+            raise ConfigError(f"{where}: the secret must look like whsec_<base64> (Standard Webhooks)")
+        return value
+
+
+def _condition(raw: Any) -> Any:
+    from c360_pipelines.core.expressions import ExpressionError, parse_condition
+
+    if isinstance(raw, str):
+        try:
+            parse_condition(raw)
+        except ExpressionError as error:
+            raise ValueError(f"{error}; expected e.g. 'lifetime_value >= 1000'") from None
+    return raw
+
+
+class ActionConfig(_Strict):
+    """Insight to action: when `when` starts to hold on a profile, emit an event of type `emit`."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    on: tuple[Literal["profile.created", "profile.updated"], ...] = ("profile.created", "profile.updated")
+    when: Annotated[str, BeforeValidator(_condition)]
+    emit: str = Field(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean true.
+        if isinstance(raw, dict) and True in raw:
+            raw = {**{k: v for k, v in raw.items() if k is not True}, "on": raw[True]}
+        if isinstance(raw, dict) and isinstance(raw.get("on"), str):
+            raw = {**raw, "on": [raw["on"]]}
+        return raw
+
+
 class C360Config(_Strict):
     """The whole `c360.yaml`: the warehouse, the sources and matching. `base_dir` is where the file lives."""
 
@@ -289,6 +372,8 @@ class C360Config(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     match: MatchConfig = Field(default_factory=MatchConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    subscribers: list[SubscriberConfig] = Field(default_factory=list)
+    actions: list[ActionConfig] = Field(default_factory=list)
     base_dir: Path = Path(".")
     config_path: Path = Path(DEFAULT_CONFIG_NAME)
 
@@ -312,6 +397,24 @@ class C360Config(_Strict):
             if unknown:
                 raise ValueError(f"{key}: {', '.join(unknown)} is not a person source "
                                  f"(person sources: {', '.join(sorted(person_sources))})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_events(self) -> C360Config:
+        from c360_pipelines.core.expressions import fields_of, parse_condition
+        from c360_pipelines.model import GoldenProfile
+
+        for group in ("subscribers", "actions"):
+            names = [item.name for item in getattr(self, group)]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{group}: names must be unique; repeated: {', '.join(repeated)}")
+        known = set(GoldenProfile.model_fields) | set(self.profile.all_insights)
+        for action in self.actions:
+            unknown = sorted(fields_of(parse_condition(action.when)) - known)
+            if unknown:
+                raise ValueError(f"actions ({action.name}).when: unknown field(s) {', '.join(unknown)}; profile "
+                                 f"attributes and insights: {', '.join(sorted(known))}")
         return self
 
     @property

@@ -8,18 +8,21 @@ from assets.identity import build_identity_assets
 from assets.profiles import build_profile_assets
 from assets.sources import build_source_assets
 from c360_pipelines.config import C360Config, load_config
-from c360_pipelines.sensors import build_batch_sensor
+from c360_pipelines.sensors import build_automation_sensor, build_batch_sensor, build_event_delivery
 from resources.warehouse import WarehouseResource
 
 
 def build_definitions(config: C360Config) -> dg.Definitions:
     """The asset graph, checks, sensors and resources for one c360 project."""
     source_assets = [asset for source in config.sources for asset in build_source_assets(config, source)]
+    deliver_events, events_sensor = build_event_delivery(config)
     return dg.Definitions(
         assets=[*source_assets, *build_conformed_assets(config), *build_identity_assets(config),
                 *build_profile_assets(config)],
         asset_checks=CONFORMED_CHECKS,
-        sensors=[build_batch_sensor(config, source) for source in config.sources],
+        jobs=[deliver_events],
+        sensors=[*(build_batch_sensor(config, source) for source in config.sources), build_automation_sensor(),
+                 events_sensor],
         resources={"warehouse": WarehouseResource(url=config.warehouse)},
     )
 

@@ -156,6 +156,7 @@ def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: d
         warehouse.insert_rows("xref", xref, connection)
         warehouse.insert_rows("ids", assignment.ids, connection)
         warehouse.insert_rows("identity_guard", guards, connection)
+        warehouse.insert_rows("id_change", assignment.changes.assign(changed_at=now), connection)
     change_counts = assignment.changes["change"].value_counts()
     return ResolutionReport(
         records=len(records), candidate_pairs=len(decided), linked_pairs=int(decided["linked"].sum()),

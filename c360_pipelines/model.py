@@ -202,6 +202,81 @@ class IdentityGuardEvent(BaseModel):
     detail: str = Field(description="What happened.")
 
 
+class IdChange(BaseModel):
+    """The history of every 360 ID: when it was created, absorbed other IDs (merged) or split."""
+
+    changed_at: dt.datetime = Field(description="The identity run that made the change.")
+    c360_id: str = Field(description="The ID that was created, that survived a merge, or that split.")
+    change: str = Field(description="created, merged or split.")
+    related: str | None = Field(None, description="For merged: the absorbed IDs; for split: the IDs that came out; "
+                                                  "comma-separated.")
+
+
+class ProfileEvent(BaseModel):
+    """The outbox: every profile change as a CloudEvents 1.0 event, written with the profile change itself."""
+
+    seq: int = Field(description="Position in the outbox; events of one profile are delivered in this order.")
+    event_id: str = Field(description="The CloudEvents `id`, stable: the same change always has the same id.")
+    type: str = Field(description="profile.created, profile.updated, profile.merged, profile.split, "
+                                  "profile.deleted, or an action's own type.")
+    subject: str = Field(description="The 360 ID the event is about.")
+    time: dt.datetime = Field(description="When the change was made (UTC).")
+    data: str = Field(description="The event's `data`, as JSON.")
+
+
+class EventDelivery(BaseModel):
+    """Where each event stands for each subscriber: pending, delivered, or dead (see dead_letter)."""
+
+    subscriber: str = Field(description="The subscriber's name in c360.yaml.")
+    seq: int = Field(description="The event's position in the outbox.")
+    event_id: str = Field(description="The event.")
+    subject: str = Field(description="The event's 360 ID (deliveries of one subject go in order).")
+    status: str = Field(description="pending, delivered or dead.")
+    attempts: int = Field(description="Attempts made so far.")
+    next_attempt_at: dt.datetime = Field(description="When it may be tried next (retries back off exponentially).")
+    delivered_at: dt.datetime | None = Field(None, description="When the subscriber accepted it (2xx).")
+    last_error: str | None = Field(None, description="What went wrong on the last failed attempt.")
+
+
+class DeliveryAttempt(BaseModel):
+    """The delivery log: every attempt to deliver an event, successful or not."""
+
+    subscriber: str = Field(description="The subscriber.")
+    event_id: str = Field(description="The event.")
+    attempt: int = Field(description="1 for the first attempt, and so on.")
+    attempted_at: dt.datetime = Field(description="When the request was sent.")
+    status_code: int | None = Field(None, description="The HTTP status the receiver answered, if it answered.")
+    error: str | None = Field(None, description="Connection error, timeout or non-2xx answer.")
+    duration_ms: float = Field(description="How long the attempt took.")
+
+
+class DeadLetter(BaseModel):
+    """Events a subscriber never accepted after every retry; `c360 events replay` sends them again."""
+
+    subscriber: str = Field(description="The subscriber.")
+    seq: int = Field(description="The event's position in the outbox.")
+    event_id: str = Field(description="The event.")
+    failed_at: dt.datetime = Field(description="When the last attempt failed.")
+    attempts: int = Field(description="How many attempts were made.")
+    last_error: str = Field(description="What went wrong on the last attempt.")
+
+
+class SubscriberCursor(BaseModel):
+    """How far into the outbox each subscriber's deliveries have been queued."""
+
+    subscriber: str = Field(description="The subscriber.")
+    last_seq: int = Field(description="The last outbox position queued for it.")
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "events": ProfileEvent,
+    "event_delivery": EventDelivery,
+    "delivery_attempt": DeliveryAttempt,
+    "dead_letter": DeadLetter,
+    "subscriber_cursor": SubscriberCursor,
+}
+
+
 class TrainingLabel(BaseModel):
     """A person's answer to "are these two records the same person?": training data for the match model."""
 
@@ -293,6 +368,7 @@ IDENTITY_MODELS: dict[str, type[BaseModel]] = {
     "xref": Xref,
     "ids": PersonId,
     "identity_guard": IdentityGuardEvent,
+    "id_change": IdChange,
 }
 
 CANONICAL_MODELS: dict[str, type[BaseModel]] = {
@@ -359,6 +435,11 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "profile_contact_points": [("c360_id",), ("kind", "value_key")],
     "profile_attribute_provenance": [("c360_id",)],
     "profile_insights": [("c360_id",)],
+    "id_change": [("c360_id",)],
+    "events": [("seq",), ("subject", "seq"), ("event_id",)],
+    "event_delivery": [("subscriber", "status", "seq"), ("subscriber", "subject", "status")],
+    "delivery_attempt": [("subscriber", "event_id")],
+    "dead_letter": [("subscriber", "seq")],
 }
 
 
@@ -387,7 +468,7 @@ def _build_metadata() -> sa.MetaData:
         table = _table(metadata, name, model, _INDEXES.get(name, []))
         if name == "batch":
             table.append_constraint(sa.PrimaryKeyConstraint("source", "batch_id"))
-    for name, model in {**IDENTITY_MODELS, **PROFILE_MODELS}.items():
+    for name, model in {**IDENTITY_MODELS, **PROFILE_MODELS, **EVENT_MODELS}.items():
         _table(metadata, name, model, _INDEXES.get(name, []))
     return metadata
 
@@ -400,4 +481,5 @@ MODELS: dict[str, type[BaseModel]] = {
     **LEDGER_MODELS,
     **IDENTITY_MODELS,
     **PROFILE_MODELS,
+    **EVENT_MODELS,
 }

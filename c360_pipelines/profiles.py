@@ -22,7 +22,9 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from c360_pipelines.config import C360Config
+from c360_pipelines.core.events import ProfileState
 from c360_pipelines.core.insights import compute_insights, insight_values, parse_insights
+from c360_pipelines.events import record_profile_events
 from c360_pipelines.core.survive import (
     ProfileInput, Rule, build_profiles as survive, content_hashes,
 )
@@ -41,6 +43,7 @@ class ProfileReport:
     contact_points: int
     provenance_rows: int
     insight_rows: int
+    events: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -89,8 +92,11 @@ def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.dat
     insights = compute_insights(engagement, parse_insights(config.profile.all_insights))
     golden = _with_engagement_span(built.golden, engagement)
     golden["profile_hash"] = golden["c360_id"].map(content_hashes(golden, built.contact_points, insights))
-    previous = warehouse.read_frame("SELECT c360_id, profile_hash, last_changed FROM golden_profile")
-    golden["last_changed"] = _last_changed(golden, previous, now or utc_now())
+    now = now or utc_now()
+    before = published_state(warehouse)
+    previous = before.golden[["c360_id", "profile_hash", "last_changed"]]
+    golden["last_changed"] = _last_changed(golden, previous, now)
+    after = ProfileState(golden, insights, built.contact_points[["c360_id", "kind", "value"]])
     timings["build"] = time.perf_counter() - started
     started = time.perf_counter()
     frames = {"golden_profile": golden, "profile_contact_points": built.contact_points,
@@ -99,10 +105,20 @@ def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.dat
         for table, frame in frames.items():
             connection.exec_driver_sql(f'DELETE FROM "{table}"')
             warehouse.insert_rows(table, frame[columns_of(PROFILE_MODELS[table])], connection)
+        events = record_profile_events(warehouse, connection, before, after, config, now)
     timings["write"] = time.perf_counter() - started
     unchanged = golden.merge(previous, on=["c360_id", "profile_hash"], how="inner")
     return ProfileReport(len(golden), len(golden) - len(unchanged), len(built.contact_points), len(built.provenance),
-                         len(insights), timings)
+                         len(insights), events, timings)
+
+
+def published_state(warehouse: WarehouseResource) -> ProfileState:
+    """The profiles as last built: what change events are computed against."""
+    golden = warehouse.read_frame(sa.select(TABLES["golden_profile"]))
+    if golden.empty:
+        return ProfileState.empty()
+    return ProfileState(golden, warehouse.read_frame("SELECT c360_id, insight, value, number FROM profile_insights"),
+                        warehouse.read_frame("SELECT c360_id, kind, value FROM profile_contact_points"))
 
 
 def _with_engagement_span(golden: pd.DataFrame, engagement: pd.DataFrame) -> pd.DataFrame:

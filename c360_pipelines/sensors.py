@@ -1,7 +1,9 @@
-"""Sensors on the outside world: a new or changed batch at a source registers a partition and runs it.
+"""Sensors: new batches at a source come in, profile change events go out.
 
-The cursor is a JSON map of batch id to content fingerprint, so a file that is rewritten in place runs
-again, while an untouched one never does. Identity and profiles then follow through automation.
+A source's sensor registers each new or changed batch as a partition and runs it; its cursor is a JSON map
+of batch id to content fingerprint, so a file rewritten in place runs again, while an untouched one never
+does. Conformed tables, identity and profiles then follow through automation (evaluated every few seconds).
+The events sensor runs the `deliver_events` job whenever the outbox holds events waiting for a subscriber.
 """
 
 
@@ -11,7 +13,9 @@ import dagster as dg
 
 from assets.sources import batch_partitions, raw_key, staged_key
 from c360_pipelines.config import C360Config, ConfigError, SourceConfig
+from c360_pipelines.events import deliver_pending, undelivered_work
 from resources.sources import batches_to_run, reader_for
+from resources.warehouse import WarehouseResource
 
 SENSOR_INTERVAL_SECONDS = 15
 
@@ -48,3 +52,57 @@ def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDef
         )
 
     return new_batches
+
+
+EVENTS_SENSOR_INTERVAL_SECONDS = 5
+AUTOMATION_INTERVAL_SECONDS = 5
+ACTIVE_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                       dg.DagsterRunStatus.STARTED]
+
+
+def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every asset's automation condition every few seconds (the default sensor waits 30 s)."""
+    return dg.AutomationConditionSensorDefinition(
+        "c360_automation", target=dg.AssetSelection.all(), minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Runs conformed tables, identity and profiles as soon as what they depend on has changed.")
+
+
+def build_event_delivery(config: C360Config) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+    """The `deliver_events` job and the sensor that runs it whenever the outbox holds undelivered events."""
+
+    @dg.op(name="deliver_pending_events",
+           description="POST every due event to its subscribers (signed, in order per profile, with retries).")
+    def deliver(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+        report = deliver_pending(warehouse, config)
+        context.log.info(f"queued {report.queued}, delivered {report.delivered}, failed {report.failed}, "
+                         f"dead-lettered {report.dead_lettered}, still waiting {report.waiting}")
+        for subscriber, error in report.errors.items():
+            context.log.error(f"subscriber {subscriber}: {error}")
+
+    @dg.job(name="deliver_events", description="Deliver the profile change events waiting in the outbox.")
+    def deliver_events() -> None:
+        deliver()
+
+    @dg.sensor(
+        name="profile_change_events",
+        description="Watches the outbox of profile change events and delivers new or due ones to the subscribers "
+                    "in c360.yaml.",
+        job=deliver_events,
+        minimum_interval_seconds=EVENTS_SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def profile_change_events(context: dg.SensorEvaluationContext,
+                              warehouse: WarehouseResource) -> dg.RunRequest | dg.SkipReason:
+        if not config.subscribers:
+            return dg.SkipReason("no subscribers in c360.yaml")
+        waiting = undelivered_work(warehouse, config)
+        if not waiting:
+            return dg.SkipReason("no event waiting for delivery")
+        active = context.instance.get_runs(filters=dg.RunsFilter(job_name="deliver_events",
+                                                                 statuses=ACTIVE_RUN_STATUSES), limit=1)
+        if active:
+            return dg.SkipReason(f"{waiting} event deliveries waiting; a delivery run is already going")
+        return dg.RunRequest(tags={"c360/trigger": "profile change events"})
+
+    return deliver_events, profile_change_events

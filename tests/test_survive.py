@@ -174,3 +174,9 @@ def test_the_content_fingerprint_changes_with_any_attribute_and_only_then() -> N
     assert changed["p1"] == before["p1"] and changed["p2"] != before["p2"]
     insights = pd.DataFrame({"c360_id": ["p1"], "insight": ["order_count"], "value": ["1"], "number": [1.0]})
     assert content_hashes(golden, empty, insights)["p1"] != before["p1"]
+
+
+def test_a_name_only_ever_written_in_one_case_is_shown_capitalised_as_names_are() -> None:
+    frame = records({"source": "crm", "source_record_id": "1", "last_name": "MCDONALD"},
+                    {"source": "shop", "source_record_id": "2", "last_name": "mcdonald"})
+    assert winner(frame, "last_name", Rule("most_frequent"))["value"] == "McDonald"

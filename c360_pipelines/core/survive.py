@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from nameparser import HumanName
 
 from c360_pipelines.core import compare
 
@@ -282,15 +284,26 @@ def _criteria_for(strategy: str, by_spelling: bool) -> list[str]:
 
 def _with_representative_value(winners: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFrame:
     """Show the winning value in its best-written form among the person's records (`Anne`, not `ANNE`)."""
-    if not ranked["quality"].any():
+    if "population" not in ranked.columns or ranked.empty:  # only names have renderings to choose from
         return winners
     same = ranked[ranked["folded"] == 0].merge(winners[["c360_id", "key"]], on=["c360_id", "key"])
     renderings = (same.groupby(["c360_id", "value"], sort=False)
                   .agg(quality=("quality", "max"), seen=("value", "size")).reset_index()
                   .sort_values(["c360_id", "quality", "seen", "value"], ascending=[True, False, False, True]))
-    best = renderings.drop_duplicates("c360_id").set_index("c360_id")["value"]
-    winners["value"] = winners["c360_id"].map(best).fillna(winners["value"])
+    best = renderings.drop_duplicates("c360_id").set_index("c360_id")
+    if "population" in ranked.columns:  # a name only ever written in one case is shown capitalised as names are
+        shouting = best["quality"] == 0
+        best.loc[shouting, "value"] = best.loc[shouting, "value"].map(capitalise_name)
+    winners["value"] = winners["c360_id"].map(best["value"]).fillna(winners["value"])
     return winners
+
+
+@lru_cache(maxsize=100_000)
+def capitalise_name(name: str) -> str:
+    """JOHN -> John, o'brien -> O'Brien, MCDONALD -> McDonald (nameparser's rules)."""
+    parsed = HumanName(name)
+    parsed.capitalize(force=True)
+    return str(parsed) or name
 
 
 def _deciding_rule(winners: pd.DataFrame, losers: pd.DataFrame, criteria: list[str]) -> pd.Series:

@@ -1,0 +1,290 @@
+"""The event outbox and webhook delivery.
+
+Profile builds append their change events to the `events` table in the same transaction as the profile
+change (see `profiles.build_profiles`). Delivery is separate and repeatable: `deliver_pending` queues new
+events for each subscriber that wants their type, then POSTs each due event as a CloudEvent signed per
+Standard Webhooks. Events of one profile go to a subscriber strictly in order: while one waits for a retry,
+the later ones wait too. A failed attempt is retried with exponential backoff; after `max_attempts` the event
+is dead-lettered and the profile's later events move on. Every attempt is logged. State is committed after
+every small batch, so a crash repeats at most that batch (at least once; receivers drop duplicates by
+`webhook-id`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pandas as pd
+import sqlalchemy as sa
+from standardwebhooks.webhooks import Webhook
+
+from c360_pipelines.config import C360Config, SubscriberConfig
+from c360_pipelines.core.events import Action, ProfileState, cloud_event, diff_profiles
+from c360_pipelines.core.expressions import parse_condition
+from c360_pipelines.core.insights import parse_insights
+from c360_pipelines.ingest import utc_now
+from c360_pipelines.model import TABLES
+from resources.warehouse import WarehouseResource
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+CONTENT_TYPE = "application/cloudevents+json"
+BATCH_SIZE = 200
+MAX_BACKOFF_SECONDS = 3600.0
+PARALLEL_SUBJECTS = 8
+
+
+# ------------------------------------------------------------------------------------------ outbox
+
+
+def actions_from(config: C360Config) -> list[Action]:
+    return [Action(a.name, a.on, parse_condition(a.when), a.emit, a.data) for a in config.actions]
+
+
+def record_profile_events(warehouse: WarehouseResource, connection: sa.Connection, before: ProfileState,
+                          after: ProfileState, config: C360Config, now: dt.datetime) -> int:
+    """Diff two profile states and append the events to the outbox, inside the caller's transaction."""
+    ids = pd.read_sql(sa.text("SELECT c360_id, status, merged_into FROM ids"), connection)
+    splits = pd.read_sql(sa.text("SELECT c360_id, related FROM id_change WHERE change = 'split'"), connection)
+    events = diff_profiles(before, after, ids, splits, parse_insights(config.profile.all_insights),
+                           actions_from(config), now)
+    if events.empty:
+        return 0
+    last = connection.execute(sa.select(sa.func.max(TABLES["events"].c.seq))).scalar() or 0
+    events.insert(0, "seq", range(int(last) + 1, int(last) + 1 + len(events)))
+    warehouse.insert_rows("events", events, connection)
+    return len(events)
+
+
+def read_events(warehouse: WarehouseResource, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+    """Outbox rows after `after_seq`, oldest first, each with its seq and CloudEvent document."""
+    table = TABLES["events"]
+    statement = sa.select(table).where(table.c.seq > after_seq).order_by(table.c.seq).limit(limit)
+    with warehouse.engine.connect() as connection:
+        return [{"seq": row.seq, "event": cloud_event(row._mapping)} for row in connection.execute(statement)]
+
+
+def last_seq(warehouse: WarehouseResource) -> int:
+    return int(warehouse.scalar("SELECT COALESCE(MAX(seq), 0) FROM events"))
+
+
+def undelivered_work(warehouse: WarehouseResource, config: C360Config) -> int:
+    """Events not yet queued for some subscriber, plus deliveries pending and due now."""
+    newest = last_seq(warehouse)
+    cursors = dict(warehouse.read_frame("SELECT subscriber, last_seq FROM subscriber_cursor").itertuples(index=False))
+    unqueued = sum(max(0, newest - int(cursors.get(s.name, 0))) for s in config.subscribers)
+    due = int(warehouse.scalar("SELECT COUNT(*) FROM event_delivery WHERE status = 'pending' "
+                               "AND next_attempt_at <= :now", {"now": utc_now()}))
+    return unqueued + due
+
+
+# ---------------------------------------------------------------------------------------- delivery
+
+
+@dataclass
+class DeliveryReport:
+    queued: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    waiting: int = 0  # pending, in backoff or behind an earlier event of the same profile
+    seconds: float = 0.0
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    row: dict[str, Any]
+    attempted_at: dt.datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def queue_deliveries(warehouse: WarehouseResource, config: C360Config, now: dt.datetime | None = None) -> int:
+    """Queue every outbox event after each subscriber's cursor whose type it wants; returns rows queued."""
+    queued = 0
+    events, cursors = TABLES["events"], TABLES["subscriber_cursor"]
+    with warehouse.transaction() as connection:
+        for subscriber in config.subscribers:
+            cursor = connection.execute(sa.select(cursors.c.last_seq).where(
+                cursors.c.subscriber == subscriber.name)).scalar()
+            start = int(cursor or 0)
+            rows = pd.read_sql(sa.select(events.c.seq, events.c.event_id, events.c.subject, events.c.type)
+                               .where(events.c.seq > start).order_by(events.c.seq), connection)
+            if rows.empty:
+                continue
+            wanted = rows[rows["type"].map(subscriber.wants)]
+            deliveries = wanted.drop(columns="type").assign(
+                subscriber=subscriber.name, status=PENDING, attempts=0, next_attempt_at=now or utc_now())
+            warehouse.insert_rows("event_delivery", deliveries, connection)
+            connection.execute(cursors.delete().where(cursors.c.subscriber == subscriber.name))
+            connection.execute(cursors.insert().values(subscriber=subscriber.name, last_seq=int(rows["seq"].max())))
+            queued += len(deliveries)
+    return queued
+
+
+def deliver_pending(warehouse: WarehouseResource, config: C360Config, now: dt.datetime | None = None,
+                    client: httpx.Client | None = None, max_seconds: float | None = None) -> DeliveryReport:
+    """Queue new events, then attempt every due delivery once, in order per profile. Returns what happened."""
+    started = time.perf_counter()
+    report = DeliveryReport(queued=queue_deliveries(warehouse, config, now))
+    own_client = client is None
+    client = client or httpx.Client(limits=httpx.Limits(max_connections=PARALLEL_SUBJECTS * 2))
+    try:
+        for subscriber in config.subscribers:
+            try:
+                signer = Webhook(subscriber.signing_secret())
+            except Exception as error:  # a missing env var or a malformed secret: report it, deliver the others
+                report.errors[subscriber.name] = str(error)
+                continue
+            blocked: dict[str, int] = {}
+            for batch in _due_batches(warehouse, subscriber, now, blocked):
+                outcomes = _send_batch(client, subscriber, signer, batch)
+                _record(warehouse, subscriber, outcomes, now, report)
+                for outcome in outcomes:
+                    if not outcome.ok and int(outcome.row["attempts"]) + 1 < subscriber.max_attempts:
+                        subject, seq = outcome.row["subject"], int(outcome.row["seq"])
+                        blocked[subject] = min(seq, blocked.get(subject, seq))
+                if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                    break
+    finally:
+        if own_client:
+            client.close()
+    report.waiting = int(warehouse.scalar("SELECT COUNT(*) FROM event_delivery WHERE status = 'pending'"))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _due_batches(warehouse: WarehouseResource, subscriber: SubscriberConfig, now: dt.datetime | None,
+                 blocked_from: dict[str, int]) -> Iterator[list[dict[str, Any]]]:
+    """Due deliveries in outbox order, a batch at a time, leaving out any that would overtake a waiting
+    earlier event of the same profile. `blocked_from` (profile -> seq) also takes this run's failures."""
+    deliveries, events = TABLES["event_delivery"], TABLES["events"]
+    after = 0
+    while True:
+        moment = now or utc_now()
+        with warehouse.engine.connect() as connection:
+            if after == 0:
+                waiting = connection.execute(
+                    sa.select(deliveries.c.subject, sa.func.min(deliveries.c.seq))
+                    .where(deliveries.c.subscriber == subscriber.name, deliveries.c.status == PENDING,
+                           deliveries.c.next_attempt_at > moment)
+                    .group_by(deliveries.c.subject))
+                blocked_from.update({subject: int(seq) for subject, seq in waiting})
+            rows = connection.execute(
+                sa.select(deliveries.c.seq, deliveries.c.event_id, deliveries.c.subject, deliveries.c.attempts,
+                          events.c.type, events.c.time, events.c.data)
+                .join(events, events.c.seq == deliveries.c.seq)
+                .where(deliveries.c.subscriber == subscriber.name, deliveries.c.status == PENDING,
+                       deliveries.c.next_attempt_at <= moment, deliveries.c.seq > after)
+                .order_by(deliveries.c.seq).limit(BATCH_SIZE)).mappings().all()
+        if not rows:
+            return
+        after = int(rows[-1]["seq"])
+        batch = [dict(r) for r in rows if r["seq"] < blocked_from.get(r["subject"], 1 << 62)]
+        if batch:
+            yield batch
+
+
+def _send_batch(client: httpx.Client, subscriber: SubscriberConfig, signer: Webhook,
+                batch: list[dict[str, Any]]) -> list[_Outcome]:
+    """POST a batch: profiles in parallel, each profile's events one after another, stopping at a failure."""
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for row in batch:
+        by_subject.setdefault(row["subject"], []).append(row)
+
+    def send_in_order(rows: list[dict[str, Any]]) -> list[_Outcome]:
+        outcomes = []
+        for row in rows:
+            outcome = _post(client, subscriber, signer, row)
+            outcomes.append(outcome)
+            if not outcome.ok:
+                break  # the rest of this profile's events wait for this one
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_SUBJECTS) as pool:
+        results = list(pool.map(send_in_order, by_subject.values()))
+    return [outcome for outcomes in results for outcome in outcomes]
+
+
+def _post(client: httpx.Client, subscriber: SubscriberConfig, signer: Webhook, row: dict[str, Any]) -> _Outcome:
+    body = json.dumps(cloud_event(row), ensure_ascii=False, separators=(",", ":"))
+    attempted_at = dt.datetime.now(dt.UTC)
+    headers = {"content-type": CONTENT_TYPE, "webhook-id": row["event_id"],
+               "webhook-timestamp": str(int(attempted_at.timestamp())),
+               "webhook-signature": signer.sign(row["event_id"], attempted_at, body)}
+    started = time.perf_counter()
+    try:
+        response = client.post(subscriber.url, content=body.encode(), headers=headers,
+                               timeout=subscriber.timeout_seconds)
+    except httpx.HTTPError as error:
+        return _Outcome(row, attempted_at, None, f"{type(error).__name__}: {error}"[:500],
+                        (time.perf_counter() - started) * 1000)
+    elapsed = (time.perf_counter() - started) * 1000
+    error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}: {response.text[:200]}"
+    return _Outcome(row, attempted_at, response.status_code, error, elapsed)
+
+
+def _record(warehouse: WarehouseResource, subscriber: SubscriberConfig, outcomes: list[_Outcome],
+            now: dt.datetime | None, report: DeliveryReport) -> None:
+    """Write the batch's attempts, new statuses and dead letters in one transaction."""
+    deliveries = TABLES["event_delivery"]
+    attempts, dead = [], []
+    moment = (now or utc_now())
+    with warehouse.transaction() as connection:
+        for outcome in outcomes:
+            row, attempt = outcome.row, int(outcome.row["attempts"]) + 1
+            attempts.append({"subscriber": subscriber.name, "event_id": row["event_id"], "attempt": attempt,
+                             "attempted_at": outcome.attempted_at.replace(tzinfo=None),
+                             "status_code": outcome.status_code, "error": outcome.error,
+                             "duration_ms": round(outcome.duration_ms, 2)})
+            where = (deliveries.c.subscriber == subscriber.name) & (deliveries.c.seq == row["seq"])
+            if outcome.ok:
+                values: dict[str, Any] = {"status": DELIVERED, "attempts": attempt, "delivered_at": moment,
+                                          "last_error": None}
+                report.delivered += 1
+            elif attempt >= subscriber.max_attempts:
+                values = {"status": DEAD, "attempts": attempt, "last_error": outcome.error}
+                dead.append({"subscriber": subscriber.name, "seq": row["seq"], "event_id": row["event_id"],
+                             "failed_at": moment, "attempts": attempt, "last_error": outcome.error})
+                report.failed += 1
+                report.dead_lettered += 1
+            else:
+                delay = min(subscriber.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+                values = {"attempts": attempt, "last_error": outcome.error,
+                          "next_attempt_at": moment + dt.timedelta(seconds=delay)}
+                report.failed += 1
+            connection.execute(deliveries.update().where(where).values(**values))
+        warehouse.insert_rows("delivery_attempt", pd.DataFrame(attempts), connection)
+        if dead:
+            warehouse.insert_rows("dead_letter", pd.DataFrame(dead), connection)
+
+
+def replay_dead_letters(warehouse: WarehouseResource, subscriber: str | None = None,
+                        event_id: str | None = None) -> int:
+    """Put dead-lettered deliveries back in the queue (attempts reset); returns how many."""
+    deliveries, letters = TABLES["event_delivery"], TABLES["dead_letter"]
+    condition = sa.true()
+    if subscriber:
+        condition = condition & (letters.c.subscriber == subscriber)
+    if event_id:
+        condition = condition & (letters.c.event_id == event_id)
+    with warehouse.transaction() as connection:
+        found = connection.execute(sa.select(letters.c.subscriber, letters.c.seq).where(condition)).all()
+        for name, seq in found:
+            connection.execute(deliveries.update()
+                               .where((deliveries.c.subscriber == name) & (deliveries.c.seq == seq))
+                               .values(status=PENDING, attempts=0, next_attempt_at=utc_now(), last_error=None))
+        connection.execute(letters.delete().where(condition))
+    return len(found)
