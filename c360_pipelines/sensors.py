@@ -17,7 +17,9 @@ from c360_pipelines.events import deliver_pending, undelivered_work
 from resources.sources import batches_to_run, reader_for
 from resources.warehouse import WarehouseResource
 
-SENSOR_INTERVAL_SECONDS = 15
+# A file drop is checked with a directory listing, cheap enough every few seconds; a SQL source runs its query.
+FILE_SENSOR_INTERVAL_SECONDS = 5
+SQL_SENSOR_INTERVAL_SECONDS = 30
 
 
 def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDefinition:
@@ -28,7 +30,7 @@ def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDef
         description=f"Watches `{source.path or source.table or 'the query'}` and lands each new or changed "
         f"`{source.name}` batch as a partition of raw/{source.name} and staged/{source.name}.",
         target=dg.AssetSelection.assets(raw_key(source.name), staged_key(source.name)),
-        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        minimum_interval_seconds=SQL_SENSOR_INTERVAL_SECONDS if source.format == "sql" else FILE_SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def new_batches(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
