@@ -358,6 +358,28 @@ def events_tail(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8360,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the lookup API (/v1, OpenAPI at /docs) and the Customer 360 page (/) over the warehouse."""
+    import uvicorn
+
+    from c360_pipelines.api import create_app
+    from resources.warehouse import WarehouseResource
+
+    project = _load(config)
+    try:
+        WarehouseResource(url=project.warehouse).ensure_tables()
+        application = create_app(project)
+    except ConfigError as error:
+        _fail(error)
+    console.print(f"Customer 360 page: http://{host}:{port}/   API docs: http://{host}:{port}/docs", highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
 def explain(
     record_a: Annotated[str, typer.Argument(help="A record as SOURCE:ID, e.g. crm:003000000001.")],
     record_b: Annotated[str, typer.Argument(help="Another record as SOURCE:ID.")],

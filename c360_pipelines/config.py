@@ -365,6 +365,23 @@ class ActionConfig(_Strict):
         return raw
 
 
+API_KEY_ENV_VAR = "C360_API_KEY"
+
+
+class ApiConfig(_Strict):
+    """The lookup API and Customer 360 page (`c360 serve`): who may read."""
+
+    keys: list[str | EnvSecret] = Field(default_factory=list)
+
+    def resolved_keys(self) -> list[str]:
+        """Every usable key: the literal ones, those from their environment variables, and C360_API_KEY."""
+        keys = [k for k in self.keys if isinstance(k, str)]
+        keys += [os.environ[k.env] for k in self.keys if isinstance(k, EnvSecret) and os.environ.get(k.env)]
+        if os.environ.get(API_KEY_ENV_VAR):
+            keys.append(os.environ[API_KEY_ENV_VAR])
+        return [k for k in keys if k]
+
+
 class C360Config(_Strict):
     """The whole `c360.yaml`: the warehouse, the sources and matching. `base_dir` is where the file lives."""
 
@@ -374,6 +391,7 @@ class C360Config(_Strict):
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     subscribers: list[SubscriberConfig] = Field(default_factory=list)
     actions: list[ActionConfig] = Field(default_factory=list)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     base_dir: Path = Path(".")
     config_path: Path = Path(DEFAULT_CONFIG_NAME)
 

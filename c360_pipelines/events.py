@@ -13,7 +13,6 @@ every small batch, so a crash repeats at most that batch (at least once; receive
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor

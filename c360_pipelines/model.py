@@ -296,6 +296,8 @@ class GoldenProfile(BaseModel):
     last_name: str | None = Field(None, description="Family name.")
     name_suffix: str | None = Field(None, description="Jr, Sr, III, ...")
     full_name: str | None = Field(None, description="First, middle, last and suffix joined.")
+    first_name_norm: str | None = Field(None, description="Given name folded for search: lower ASCII letters.")
+    last_name_norm: str | None = Field(None, description="Family name folded for search: lower ASCII letters.")
     birth_date: dt.date | None = Field(None, description="Date of birth.")
     gender: str | None = Field(None, description="F, M or X.")
     email: str | None = Field(None, description="The primary email address.")
@@ -431,7 +433,7 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "xref": [("source", "source_record_id"), ("c360_id",)],
     "ids": [("c360_id",), ("merged_into",)],
     "quarantine": [("source", "batch_id")],
-    "golden_profile": [("c360_id",)],
+    "golden_profile": [("c360_id",), ("last_name_norm", "first_name_norm"), ("postal_code",)],
     "profile_contact_points": [("c360_id",), ("kind", "value_key")],
     "profile_attribute_provenance": [("c360_id",)],
     "profile_insights": [("c360_id",)],

@@ -123,7 +123,9 @@ def run_pipeline(
             selection.append(MODEL_KEY)
         materialize(selection, "identity resolution")
         seconds["identity"] = time.perf_counter() - identity_started
-    if summary.batches or conformed_missing or instance.get_latest_materialization_event(PROFILE_KEYS[0]) is None:
+    profiles_missing = (instance.get_latest_materialization_event(PROFILE_KEYS[0]) is None
+                        or (warehouse.count("golden_profile") == 0 and warehouse.count("xref") > 0))
+    if summary.batches or conformed_missing or profiles_missing:
         progress("profiles: building golden profiles and insights")
         profiles_started = time.perf_counter()
         materialize(list(PROFILE_KEYS), "golden profiles")

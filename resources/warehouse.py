@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from c360_pipelines.config import ConfigError
-from c360_pipelines.model import MODELS, TABLES, columns_of, date_columns, datetime_columns
+from c360_pipelines.model import MODELS, PROFILE_MODELS, TABLES, columns_of, date_columns, datetime_columns
 
 
 INSERT_CHUNK_ROWS = 50_000
@@ -73,11 +73,22 @@ class WarehouseResource(dg.ConfigurableResource):
         """Create every c360 table and index that does not exist yet."""
         try:
             with self.engine.begin() as connection:
+                self._recreate_outdated_derived_tables(connection)
                 for table in TABLES.values():
                     table.create(connection, checkfirst=True)
         except sa.exc.OperationalError as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             raise ConfigError(f"key 'warehouse': cannot reach {_redact(self.url)}: {reason}") from None
+
+    @staticmethod
+    def _recreate_outdated_derived_tables(connection: sa.Connection) -> None:
+        """Profile tables are rebuilt in full by every profile build: one from an older c360 is dropped."""
+        inspector = sa.inspect(connection)
+        for name in PROFILE_MODELS:
+            if inspector.has_table(name):
+                existing = {column["name"] for column in inspector.get_columns(name)}
+                if existing != set(columns_of(PROFILE_MODELS[name])):
+                    TABLES[name].drop(connection)
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

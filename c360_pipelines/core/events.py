@@ -29,7 +29,7 @@ PROFILE_EVENT_TYPES = (CREATED, UPDATED, MERGED, SPLIT, DELETED)
 EVENT_SOURCE = "/c360/profiles"
 EVENT_COLUMNS = ["event_id", "type", "subject", "time", "data"]
 # Attributes of a profile that events carry and compare; bookkeeping columns are left out.
-NOT_PUBLISHED = ("profile_hash", "last_changed")
+NOT_PUBLISHED = ("profile_hash", "last_changed", "first_name_norm", "last_name_norm")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import pandas as pd
 from nameparser import HumanName
 
 from c360_pipelines.core import compare
+from c360_pipelines.core.standardise import name_norm
 
 STRATEGIES = ("source_priority", "most_recent", "most_frequent", "most_complete")
 NAME_ATTRIBUTES = ("first_name", "middle_name", "last_name", "name_suffix")
@@ -96,6 +97,8 @@ def build_profiles(data: ProfileInput, rules: dict[str, Rule], source_order: lis
         else:
             golden[kind] = winners.set_index("c360_id")["value"].reindex(people)
     golden["full_name"] = _full_name(golden)
+    for name in ("first_name", "last_name"):
+        golden[f"{name}_norm"] = name_norm(golden[name].astype("string")).astype(object).where(golden[name].notna(), None)
     golden["birth_date"] = pd.to_datetime(golden["birth_date"], errors="coerce").dt.date
     golden = golden.join(_record_summary(data.records))
     contact_points = [points for points in contact_points if not points.empty]
