@@ -116,17 +116,12 @@ def throughput(events: int, port: int = 8391) -> dict[str, object]:
 
 def latency(people: int, port: int = 8392, records: int = 1000) -> dict[str, object]:
     from c360_pipelines.config import load_config
-    from c360_pipelines.demo import write_demo
     from c360_pipelines.events import last_seq
-    from c360_pipelines.runner import run_pipeline
     from resources.warehouse import WarehouseResource
 
-    project = WORK / f"latency_{people}"
-    if not (project / ".c360" / "done").exists():
-        shutil.rmtree(project, ignore_errors=True)
-        write_demo(project, people=people, seed=11)
-        run_pipeline(load_config(project / "c360.yaml"), progress=lambda m: print(f"  {m}", flush=True))
-        (project / ".c360" / "done").write_text("ok", encoding="utf-8")
+    from benchmarks.api import prepared
+
+    project = prepared(people)  # the same project the API benchmark reads; run that one first
     config = load_config(write_config(project, "", port))
     warehouse = WarehouseResource(url=config.warehouse)
     warehouse.ensure_tables()
