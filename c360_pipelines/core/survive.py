@@ -335,7 +335,9 @@ def _competing_json(losers: pd.DataFrame) -> pd.Series:
     kept = losers[losers.groupby("c360_id", sort=False).cumcount() < MAX_COMPETING]
     fragments = ('{"value": ' + kept["value"].astype(object).where(kept["value"].notna(), None).map(json.dumps) + ', "record": '
                  + kept["record"].map(json.dumps) + "}")
-    return "[" + fragments.groupby(kept["c360_id"], sort=False).agg(", ".join) + "]"
+    joined = join_sorted_groups(pd.DataFrame({"c360_id": kept["c360_id"].to_numpy(), "f": fragments.to_numpy()}),
+                                ["c360_id"], "f", ", ")
+    return "[" + joined + "]"
 
 
 # ---------------------------------------------------------------------------------- contact points
@@ -354,14 +356,31 @@ def collapse_contact_points(candidates: pd.DataFrame, winners: pd.DataFrame, kin
     grouped = rows.groupby(["c360_id", "key"], sort=False)
     points = grouped.agg(value=("value", "first"), status=("status", "first"), detail=("detail", "first"),
                          first_seen=("seen", "min"), last_seen=("seen", "max"))
-    points["records"] = grouped["record"].agg(",".join)
+    points["records"] = join_sorted_groups(rows, ["c360_id", "key"], "record", ",")
     unique_sources = rows.drop_duplicates(["c360_id", "key", "source"]).sort_values(["c360_id", "key", "source"])
-    points["sources"] = unique_sources.groupby(["c360_id", "key"], sort=False)["source"].agg(",".join)
+    points["sources"] = join_sorted_groups(unique_sources, ["c360_id", "key"], "source", ",")
     points = points.reset_index().rename(columns={"key": "value_key"})
     primary = set(zip(winners["c360_id"], winners["key"], strict=True))
     points["is_primary"] = [pair in primary for pair in zip(points["c360_id"], points["value_key"], strict=True)]
     points["kind"] = kind
     return points
+
+
+def join_sorted_groups(frame: pd.DataFrame, by: list[str], column: str, separator: str) -> pd.Series:
+    """`column` joined per group of `by`, for a frame whose groups are contiguous (sorted by `by`).
+
+    pandas' `groupby().agg(",".join)` calls back into Python per group with heavy overhead (minutes at a
+    million groups); slicing one list at the group boundaries does the same in about a second.
+    """
+    if frame.empty:
+        return pd.Series(dtype=object)
+    keys = frame[by]
+    starts = np.flatnonzero(keys.ne(keys.shift()).any(axis=1).to_numpy())
+    ends = [*starts[1:], len(frame)]
+    values = frame[column].astype(str).tolist()
+    joined = [separator.join(values[start:end]) for start, end in zip(starts, ends, strict=True)]
+    index = pd.MultiIndex.from_frame(keys.iloc[starts]) if len(by) > 1 else pd.Index(keys.iloc[starts, 0], name=by[0])
+    return pd.Series(joined, index=index)
 
 
 # -------------------------------------------------------------------------------------- assembling
@@ -381,7 +400,7 @@ def _record_summary(records: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby("c360_id")
     summary = grouped.agg(record_count=("source", "size"), first_seen=("seen", "min"), last_seen=("seen", "max"))
     distinct = frame.drop_duplicates(["c360_id", "source"]).sort_values(["c360_id", "source"])
-    summary["sources"] = distinct.groupby("c360_id")["source"].agg(",".join)
+    summary["sources"] = join_sorted_groups(distinct, ["c360_id"], "source", ",")
     return summary
 
 
