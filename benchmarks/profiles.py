@@ -143,6 +143,7 @@ def build_at_scale(people: int) -> dict[str, object]:
     project = WORK / f"demo_{people}_7"
     config = load_config(project / "c360.yaml")
     warehouse = WarehouseResource(url=config.warehouse)
+    warehouse.ensure_tables()
     with warehouse.transaction() as connection:  # the first build: every profile new, one created event each
         for table in ("golden_profile", "profile_contact_points", "profile_attribute_provenance", "profile_insights",
                       "events"):

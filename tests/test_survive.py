@@ -180,3 +180,12 @@ def test_a_name_only_ever_written_in_one_case_is_shown_capitalised_as_names_are(
     frame = records({"source": "crm", "source_record_id": "1", "last_name": "MCDONALD"},
                     {"source": "shop", "source_record_id": "2", "last_name": "mcdonald"})
     assert winner(frame, "last_name", Rule("most_frequent"))["value"] == "McDonald"
+
+
+def test_values_are_joined_per_group_of_a_sorted_frame() -> None:
+    from c360_pipelines.core.survive import join_sorted_groups
+
+    frame = pd.DataFrame({"person": [0, 0, 1, 2, 2, 2], "kind": [1, 1, 1, 1, 2, 2], "v": list("abcdef")})
+    joined = join_sorted_groups(frame, ["person", "kind"], "v", ",")
+    assert joined.to_dict() == {(0, 1): "a,b", (1, 1): "c", (2, 1): "d", (2, 2): "e,f"}
+    assert join_sorted_groups(frame, ["person"], "v", "+").tolist() == ["a+b", "c", "d+e+f"]
