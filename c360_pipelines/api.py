@@ -1,15 +1,18 @@
 """`c360 serve`: the lookup API (JSON under /v1, OpenAPI at /docs) and the Customer 360 page (HTML).
 
 The API authenticates every request by `Authorization: Bearer <key>`, with keys from `api.keys` in c360.yaml
-or `C360_API_KEY`. The page signs a person in once with the same key and keeps an opaque session cookie.
+or `C360_API_KEY`. The page signs a person in once with the same key and keeps a signed session cookie (valid 12 hours, checkable
+by every server process).
 Errors are JSON `{"error": {"status": ..., "message": ...}}`; nothing internal (no stack trace, no key) ever
 reaches a client or the log.
 """
 
 
+import hashlib
 import hmac
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -25,6 +28,7 @@ from c360_pipelines.config import C360Config, ConfigError
 from c360_pipelines.lookup import BadRequest, Customer360, NotFound
 
 SESSION_COOKIE = "c360_session"
+SESSION_SECONDS = 12 * 3600
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "web" / "templates"))
 
 
@@ -57,7 +61,6 @@ def create_app(config: C360Config) -> FastAPI:
         raise ConfigError(f"{config.config_path}: no API key: set C360_API_KEY or add 'api: {{keys: [...]}}' "
                           "(each key a string or {env: NAME})")
     reader = Customer360(config)
-    sessions: set[str] = set()
     bearer = HTTPBearer(auto_error=False, description="An API key from c360.yaml `api.keys` or C360_API_KEY.")
     app = FastAPI(title="c360 lookup API", version="1",
                   description="Find a customer by anything any system knows about them, and see the whole person.")
@@ -69,9 +72,18 @@ def create_app(config: C360Config) -> FastAPI:
         if credentials is None or credentials.scheme.lower() != "bearer" or not known(credentials.credentials):
             raise Unauthorized()
 
+    def session_for(key: str) -> str:
+        """`<issued>.<nonce>.<HMAC by the key>`: any server process holding the keys can check it, none stores it."""
+        claim = f"{int(time.time())}.{secrets.token_urlsafe(16)}"
+        return f"{claim}.{hmac.new(key.encode(), claim.encode(), hashlib.sha256).hexdigest()}"
+
     def signed_in(request: Request) -> bool:
-        session = request.cookies.get(SESSION_COOKIE)
-        return bool(session) and session in sessions
+        issued, _, rest = request.cookies.get(SESSION_COOKIE, "").partition(".")
+        nonce, _, signature = rest.partition(".")
+        if not issued.isdigit() or time.time() - int(issued) > SESSION_SECONDS:
+            return False
+        claim = f"{issued}.{nonce}".encode()
+        return any(hmac.compare_digest(hmac.new(k.encode(), claim, hashlib.sha256).hexdigest(), signature) for k in keys)
 
     _install_error_handlers(app)
     authorised = [Depends(api_key)]
@@ -118,15 +130,12 @@ def create_app(config: C360Config) -> FastAPI:
     def login(key: Annotated[str, Form(max_length=500)]) -> Response:
         if not known(key):
             return RedirectResponse("/login?error=That+key+is+not+valid", status_code=303)
-        session = secrets.token_urlsafe(32)
-        sessions.add(session)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
+        response.set_cookie(SESSION_COOKIE, session_for(key), httponly=True, samesite="strict", max_age=SESSION_SECONDS)
         return response
 
     @app.get("/logout", include_in_schema=False)
-    def logout(request: Request) -> Response:
-        sessions.discard(request.cookies.get(SESSION_COOKIE, ""))
+    def logout() -> Response:
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
@@ -164,6 +173,13 @@ def create_app(config: C360Config) -> FastAPI:
             "history": reader.merge_history(profile["c360_id"]), "came_from": request.query_params.get("from")})
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app for the c360.yaml in `C360_CONFIG`: the factory each `c360 serve --workers N` process calls."""
+    from c360_pipelines.config import load_config
+
+    return create_app(load_config())
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -361,6 +362,7 @@ def events_tail(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8360,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (one per core is a good start).")] = 1,
     config: ConfigOption = None,
 ) -> None:
     """Serve the lookup API (/v1, OpenAPI at /docs) and the Customer 360 page (/) over the warehouse."""
@@ -376,7 +378,13 @@ def serve(
     except ConfigError as error:
         _fail(error)
     console.print(f"Customer 360 page: http://{host}:{port}/   API docs: http://{host}:{port}/docs", highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    if workers == 1:
+        uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+        return
+    # Several processes each build the app from the same config (sessions of the page are per process).
+    os.environ[CONFIG_ENV_VAR] = str(project.config_path.resolve())
+    uvicorn.run("c360_pipelines.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
 
 
 @app.command()

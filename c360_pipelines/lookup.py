@@ -13,12 +13,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 
 from c360_pipelines.config import C360Config
-from c360_pipelines.core.insights import insight_values, parse_insights
-from c360_pipelines.core.standardise import name_norm, standardise_emails, standardise_phones
+from c360_pipelines.core.insights import parse_insights
+from c360_pipelines.core.standardise import fold_name, standardise_email_key, standardise_phone
 from c360_pipelines.model import TABLES
 from resources.warehouse import WarehouseResource
 
@@ -98,17 +97,19 @@ class Customer360:
         """Golden profile, contact points, provenance and insights; a merged ID answers with its survivor."""
         resolved = self.resolve(c360_id)
         key = resolved.c360_id
-        golden = self._rows(sa.select(T["golden_profile"]).where(T["golden_profile"].c.c360_id == key))
+        points, provenance, stored = T["profile_contact_points"], T["profile_attribute_provenance"], T["profile_insights"]
+        with self.warehouse.engine.connect() as connection:
+            def rows(statement: sa.Executable) -> list[dict[str, Any]]:
+                return [dict(row) for row in connection.execute(statement).mappings()]
+
+            golden = rows(sa.select(T["golden_profile"]).where(T["golden_profile"].c.c360_id == key))
+            contact_points = rows(sa.select(points).where(points.c.c360_id == key)
+                                  .order_by(points.c.kind, points.c.is_primary.desc(), points.c.value))
+            why = rows(sa.select(provenance).where(provenance.c.c360_id == key).order_by(provenance.c.attribute))
+            insight_rows = rows(sa.select(stored.c.insight, stored.c.value, stored.c.number)
+                                .where(stored.c.c360_id == key))
         if not golden:
             raise NotFound(f"no profile for {key} yet (profiles are built after identity)")
-        points = T["profile_contact_points"]
-        contact_points = self._rows(sa.select(points).where(points.c.c360_id == key)
-                                    .order_by(points.c.kind, points.c.is_primary.desc(), points.c.value))
-        provenance = T["profile_attribute_provenance"]
-        why = self._rows(sa.select(provenance).where(provenance.c.c360_id == key).order_by(provenance.c.attribute))
-        stored = T["profile_insights"]
-        insight_rows = self._rows(sa.select(stored.c.insight, stored.c.value, stored.c.number)
-                                  .where(stored.c.c360_id == key))
         profile = {k: _plain(v) for k, v in golden[0].items()
                    if k not in ("profile_hash", "first_name_norm", "last_name_norm")}
         return {
@@ -122,10 +123,14 @@ class Customer360:
                                             "source_record_id": p["source_record_id"], "rule": p["rule"],
                                             "candidates": p["candidates"], "competing": json.loads(p["competing"])}
                            for p in why},
-            "insights": {k: _plain(v) for k, v in
-                         insight_values(pd.DataFrame(insight_rows, columns=["insight", "value", "number"]),
-                                        self.insights).items()},
+            "insights": self._insights(insight_rows),
         }
+
+    def _insights(self, stored: list[dict[str, Any]]) -> dict[str, Any]:
+        """Every declared insight, with its empty value (0 for counts and sums) where the person has no row."""
+        found = {row["insight"]: (row["number"] if row["number"] is not None else row["value"]) for row in stored}
+        values = {name: found.get(name, insight.empty_value) for name, insight in self.insights.items()}
+        return {name: (int(v) if isinstance(v, float) and v.is_integer() else v) for name, v in values.items()}
 
     def records(self, c360_id: str) -> dict[str, Any]:
         """Every source record linked to the person, with its values and the link evidence."""
@@ -222,20 +227,17 @@ class Customer360:
 
         points = T["profile_contact_points"]
         if email:
-            key = standardise_emails(pd.Series([email.strip()], dtype="string"))["email_key"].iloc[0]
-            understood["email"] = None if pd.isna(key) else str(key)
+            understood["email"] = standardise_email_key(email)
             if understood["email"]:
                 add(self._ids_by_point("email", understood["email"]), "email", 3.0)
         if phone:
-            parsed = standardise_phones(pd.Series([phone.strip()], dtype="string"), self.default_region)
-            e164 = parsed["phone_e164"].iloc[0]
-            understood["phone"] = None if pd.isna(e164) else str(e164)
+            understood["phone"] = standardise_phone(phone, self.default_region)
             if understood["phone"]:
                 add(self._ids_by_point("phone", understood["phone"]), "phone", 3.0)
         golden = T["golden_profile"]
         if name:
             parts = [p for p in re.split(r"[\s,]+", name.strip()) if p]
-            folded = [str(v) for v in name_norm(pd.Series(parts, dtype="string")).dropna()]
+            folded = [f for f in map(fold_name, parts) if f]
             understood["name"] = " ".join(folded) or None
             if folded:
                 last, first = folded[-1], (folded[0] if len(folded) > 1 else None)

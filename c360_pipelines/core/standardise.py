@@ -96,6 +96,32 @@ def standardise_phones(raw: pd.Series, default_region: str) -> pd.DataFrame:
     return parsed
 
 
+def standardise_phone(text: str, default_region: str) -> str | None:
+    """One number's E.164 form, by exactly the rules of `standardise_phones` (for a lookup, not a batch)."""
+    text = text.strip()
+    if not text:
+        return None
+    digits = re.sub(r"[^\d]", "", text)
+    key = text if re.search(r"[A-Za-z]", text) else ("+" + digits if text.startswith("+") else digits)
+    if not key:
+        return None
+    nanp = phonenumbers.country_code_for_region(default_region) == 1
+    e164 = _parse_phone(key, default_region, nanp)[0]
+    return e164 if isinstance(e164, str) else None
+
+
+def standardise_email_key(text: str) -> str | None:
+    """One address's matching key, by exactly the rules of `standardise_emails` (for a lookup, not a batch)."""
+    email = text.strip().lower()
+    if not email or not re.fullmatch(_EMAIL_PATTERN, email):
+        return None
+    local, domain = email.rsplit("@", 1)
+    local = re.sub(r"\+.*$", "", local)
+    if domain in _GMAIL_DOMAINS:
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
+
+
 def _parse_phone_keys(keys: list[str], region: str) -> pd.DataFrame:
     return pd.DataFrame(_parse_phone_chunk(keys, region), columns=_PHONE_COLUMNS)
 
@@ -148,6 +174,11 @@ def name_norm(names: pd.Series) -> pd.Series:
     """Fold a name for matching: accents removed, lower case, letters only (O'Brien-Smith -> obriensmith)."""
     folded = on_distinct(names.astype(TEXT), lambda distinct: distinct.map(_fold_name)).iloc[:, 0].astype(TEXT)
     return folded.mask(folded == "")
+
+
+def fold_name(name: str) -> str:
+    """One name folded as `name_norm` folds a column: accents removed, lower case, letters only."""
+    return _fold_name(name)
 
 
 def _fold_name(name: str) -> str:
