@@ -108,3 +108,16 @@ def test_country_names_and_codes_become_iso_alpha_2_and_unknown_ones_stay_empty(
 
 def test_identifiers_ignore_spacing_case_and_dashes() -> None:
     assert std.standardise_identifiers(values("lm-7000 01", "LM700001")).tolist() == ["LM700001", "LM700001"]
+
+
+@pytest.mark.parametrize("typed", ["(415) 555-2671", "415.555.2671", "+1 415 555 2671", "+44 20 7946 0958",
+                                   "555-555-5555 x12", "not a phone", "  "])
+def test_one_phone_standardises_exactly_as_a_column_does(typed: str) -> None:
+    column = std.standardise_phones(pd.Series([typed], dtype="string"), "US")["phone_e164"].iloc[0]
+    assert std.standardise_phone(typed, "US") == (None if pd.isna(column) else column)
+
+
+@pytest.mark.parametrize("typed", [" A.B+shop@GMail.com ", "josé@example.org", "ann@", "x@y.com"])
+def test_one_email_key_is_exactly_the_columns_key(typed: str) -> None:
+    column = std.standardise_emails(pd.Series([typed.strip()], dtype="string"))["email_key"].iloc[0]
+    assert std.standardise_email_key(typed) == (None if pd.isna(column) else column)
