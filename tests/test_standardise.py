@@ -3,6 +3,7 @@
 import datetime as dt
 
 import pandas as pd
+import pytest
 
 from c360_pipelines.core import standardise as std
 
