@@ -10,6 +10,7 @@ reaches a client or the log.
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
@@ -92,33 +93,33 @@ def create_app(config: C360Config) -> FastAPI:
 
     @app.get("/v1/profiles/{c360_id}", dependencies=authorised, tags=["profiles"],
              summary="A golden profile, its contact points, provenance and insights")
-    def get_profile(c360_id: str) -> dict[str, Any]:
+    def get_profile(c360_id: str) -> Response:
         """A retired (merged) ID answers with the survivor's profile, with `redirected: true`."""
-        return reader.profile(c360_id)
+        return _json(reader.profile(c360_id))
 
     @app.get("/v1/lookup/{source}/{source_record_id}", dependencies=authorised, tags=["profiles"],
              summary="Universal ID lookup: any source key to its 360 ID and profile")
-    def lookup(source: str, source_record_id: str) -> dict[str, Any]:
-        return reader.lookup(source, source_record_id)
+    def lookup(source: str, source_record_id: str) -> Response:
+        return _json(reader.lookup(source, source_record_id))
 
     @app.get("/v1/search", dependencies=authorised, tags=["profiles"], summary="Find people, ranked")
     def search(email: Annotated[str | None, Query(max_length=320)] = None,
                phone: Annotated[str | None, Query(max_length=64)] = None,
                name: Annotated[str | None, Query(max_length=200)] = None,
-               postal_code: Annotated[str | None, Query(max_length=20)] = None) -> dict[str, Any]:
+               postal_code: Annotated[str | None, Query(max_length=20)] = None) -> Response:
         """The query is standardised like source data: a phone in any format, an email in any case."""
-        return reader.search(email, phone, name, postal_code)
+        return _json(reader.search(email, phone, name, postal_code))
 
     @app.get("/v1/profiles/{c360_id}/records", dependencies=authorised, tags=["profiles"],
              summary="Every linked source record, with the link evidence")
-    def records(c360_id: str) -> dict[str, Any]:
-        return reader.records(c360_id)
+    def records(c360_id: str) -> Response:
+        return _json(reader.records(c360_id))
 
     @app.get("/v1/profiles/{c360_id}/timeline", dependencies=authorised, tags=["profiles"],
              summary="Engagement and profile events, newest first, paged")
     def timeline(c360_id: str, page: Annotated[int, Query(ge=1, le=10_000)] = 1,
-                 page_size: Annotated[int, Query(ge=1, le=100)] = 25) -> dict[str, Any]:
-        return reader.timeline(c360_id, page, page_size)
+                 page_size: Annotated[int, Query(ge=1, le=100)] = 25) -> Response:
+        return _json(reader.timeline(c360_id, page, page_size))
 
     # ------------------------------------------------------------------------------------ the page
 
@@ -173,6 +174,12 @@ def create_app(config: C360Config) -> FastAPI:
             "history": reader.merge_history(profile["c360_id"]), "came_from": request.query_params.get("from")})
 
     return app
+
+
+def _json(body: dict[str, Any]) -> Response:
+    """Serialise with json directly: the readers return plain JSON types, and FastAPI's generic encoder cost
+    more than the whole database read (measured: ~5 ms of ~8 ms per profile)."""
+    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 
 
 def app_from_environment() -> FastAPI:

@@ -55,10 +55,11 @@ class Customer360:
         self.insights = parse_insights(config.profile.all_insights)
         self.person_sources = {s.name: s for s in config.person_sources}
         self.default_region = config.person_sources[0].default_country if config.person_sources else "US"
+        self.queries = _Queries()
 
-    def _rows(self, statement: sa.Executable) -> list[dict[str, Any]]:
+    def _rows(self, statement: sa.Executable, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.warehouse.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(statement).mappings()]
+            return [dict(row) for row in connection.execute(statement, params or {}).mappings()]
 
     # ------------------------------------------------------------------------------------ identity
 
@@ -67,9 +68,8 @@ class Customer360:
         if not C360_ID_PATTERN.fullmatch(c360_id):
             raise BadRequest(f"'{c360_id[:80]}' is not a 360 ID (c360_ followed by 16 hex digits)")
         chain, current = [], c360_id
-        ids = T["ids"]
         for _ in range(MAX_MERGE_HOPS):
-            found = self._rows(sa.select(ids.c.status, ids.c.merged_into).where(ids.c.c360_id == current))
+            found = self._rows(self.queries.id_status, {"id": current})
             if not found:
                 break
             chain.append(current)
@@ -84,9 +84,7 @@ class Customer360:
         """Universal ID lookup: the 360 ID of a source record, and its person's profile."""
         if source not in self.person_sources:
             raise NotFound(f"unknown source '{source[:80]}'; person sources: {', '.join(sorted(self.person_sources))}")
-        xref = T["xref"]
-        found = self._rows(sa.select(xref.c.c360_id).where(xref.c.source == source,
-                                                           xref.c.source_record_id == source_record_id))
+        found = self._rows(self.queries.xref_by_key, {"source": source, "id": source_record_id})
         if not found:
             raise NotFound(f"no record {source}:{source_record_id[:80]}")
         return {"source": source, "source_record_id": source_record_id, **self.profile(found[0]["c360_id"])}
@@ -97,17 +95,15 @@ class Customer360:
         """Golden profile, contact points, provenance and insights; a merged ID answers with its survivor."""
         resolved = self.resolve(c360_id)
         key = resolved.c360_id
-        points, provenance, stored = T["profile_contact_points"], T["profile_attribute_provenance"], T["profile_insights"]
+        q = self.queries
         with self.warehouse.engine.connect() as connection:
             def rows(statement: sa.Executable) -> list[dict[str, Any]]:
-                return [dict(row) for row in connection.execute(statement).mappings()]
+                return [dict(row) for row in connection.execute(statement, {"id": key}).mappings()]
 
-            golden = rows(sa.select(T["golden_profile"]).where(T["golden_profile"].c.c360_id == key))
-            contact_points = rows(sa.select(points).where(points.c.c360_id == key)
-                                  .order_by(points.c.kind, points.c.is_primary.desc(), points.c.value))
-            why = rows(sa.select(provenance).where(provenance.c.c360_id == key).order_by(provenance.c.attribute))
-            insight_rows = rows(sa.select(stored.c.insight, stored.c.value, stored.c.number)
-                                .where(stored.c.c360_id == key))
+            golden = rows(q.golden)
+            contact_points = rows(q.contact_points)
+            why = rows(q.provenance)
+            insight_rows = rows(q.insights)
         if not golden:
             raise NotFound(f"no profile for {key} yet (profiles are built after identity)")
         profile = {k: _plain(v) for k, v in golden[0].items()
@@ -266,10 +262,27 @@ class Customer360:
             for c in ranked if c in summaries]}
 
     def _ids_by_point(self, kind: str, key: str) -> list[str]:
-        points = T["profile_contact_points"]
-        rows = self._rows(sa.select(points.c.c360_id).where(points.c.kind == kind, points.c.value_key == key)
-                          .distinct().limit(200))
-        return [r["c360_id"] for r in rows]
+        return [r["c360_id"] for r in self._rows(self.queries.ids_by_point, {"kind": kind, "key": key})]
+
+
+class _Queries:
+    """The hot statements, built once: SQLAlchemy then reuses their compiled form on every request."""
+
+    def __init__(self) -> None:
+        ids, xref, points = T["ids"], T["xref"], T["profile_contact_points"]
+        provenance, stored, golden = T["profile_attribute_provenance"], T["profile_insights"], T["golden_profile"]
+        by_id = sa.bindparam("id")
+        self.id_status = sa.select(ids.c.status, ids.c.merged_into).where(ids.c.c360_id == by_id)
+        self.xref_by_key = sa.select(xref.c.c360_id).where(xref.c.source == sa.bindparam("source"),
+                                                           xref.c.source_record_id == by_id)
+        self.golden = sa.select(golden).where(golden.c.c360_id == by_id)
+        self.contact_points = (sa.select(points).where(points.c.c360_id == by_id)
+                               .order_by(points.c.kind, points.c.is_primary.desc(), points.c.value))
+        self.provenance = sa.select(provenance).where(provenance.c.c360_id == by_id).order_by(provenance.c.attribute)
+        self.insights = sa.select(stored.c.insight, stored.c.value, stored.c.number).where(stored.c.c360_id == by_id)
+        self.ids_by_point = (sa.select(points.c.c360_id).where(points.c.kind == sa.bindparam("kind"),
+                                                              points.c.value_key == sa.bindparam("key"))
+                             .distinct().limit(200))
 
 
 def _event_summary(data: dict[str, Any]) -> dict[str, Any]:
