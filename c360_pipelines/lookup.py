@@ -8,10 +8,14 @@ loads a table. The API and the Customer 360 page both read through `Customer360`
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -25,6 +29,7 @@ C360_ID_PATTERN = re.compile(r"^c360_[0-9a-f]{16}$")
 MAX_MERGE_HOPS = 64
 SEARCH_LIMIT = 20
 T = TABLES
+T_ = TypeVar("T_")
 
 
 class NotFound(LookupError):
@@ -46,6 +51,15 @@ class Resolved:
         return self.c360_id != self.requested_id
 
 
+def _one_connection(method: Callable[..., T_]) -> Callable[..., T_]:
+    """Run a public read in one request-scoped connection."""
+    @functools.wraps(method)
+    def wrapper(self: Customer360, *args: Any, **kwargs: Any) -> T_:
+        with self._session():
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class Customer360:
     """Reads one project's warehouse for the API and the web page."""
 
@@ -56,9 +70,24 @@ class Customer360:
         self.person_sources = {s.name: s for s in config.person_sources}
         self.default_region = config.person_sources[0].default_country if config.person_sources else "US"
         self.queries = _Queries()
+        self._local = threading.local()
+
+    @contextmanager
+    def _session(self) -> Iterator[sa.Connection]:
+        """One pooled connection for all the queries of one request (a checkout costs a round trip on PostgreSQL)."""
+        current = getattr(self._local, "connection", None)
+        if current is not None:
+            yield current
+            return
+        with self.warehouse.engine.connect() as connection:
+            self._local.connection = connection
+            try:
+                yield connection
+            finally:
+                self._local.connection = None
 
     def _rows(self, statement: sa.Executable, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self.warehouse.engine.connect() as connection:
+        with self._session() as connection:
             return [dict(row) for row in connection.execute(statement, params or {}).mappings()]
 
     # ------------------------------------------------------------------------------------ identity
@@ -80,6 +109,7 @@ class Customer360:
             current = found[0]["merged_into"]
         raise NotFound(f"no person with 360 ID {c360_id}")
 
+    @_one_connection
     def lookup(self, source: str, source_record_id: str) -> dict[str, Any]:
         """Universal ID lookup: the 360 ID of a source record, and its person's profile."""
         if source not in self.person_sources:
@@ -91,12 +121,13 @@ class Customer360:
 
     # ------------------------------------------------------------------------------------- profile
 
+    @_one_connection
     def profile(self, c360_id: str) -> dict[str, Any]:
         """Golden profile, contact points, provenance and insights; a merged ID answers with its survivor."""
         resolved = self.resolve(c360_id)
         key = resolved.c360_id
         q = self.queries
-        with self.warehouse.engine.connect() as connection:
+        with self._session() as connection:
             def rows(statement: sa.Executable) -> list[dict[str, Any]]:
                 return [dict(row) for row in connection.execute(statement, {"id": key}).mappings()]
 
@@ -128,6 +159,7 @@ class Customer360:
         values = {name: found.get(name, insight.empty_value) for name, insight in self.insights.items()}
         return {name: (int(v) if isinstance(v, float) and v.is_integer() else v) for name, v in values.items()}
 
+    @_one_connection
     def records(self, c360_id: str) -> dict[str, Any]:
         """Every source record linked to the person, with its values and the link evidence."""
         resolved = self.resolve(c360_id)
@@ -166,6 +198,7 @@ class Customer360:
                 found.setdefault(key, {}).setdefault(kind, []).append(row[column])
         return found
 
+    @_one_connection
     def timeline(self, c360_id: str, page: int = 1, page_size: int = 25) -> dict[str, Any]:
         """Engagement rows (orders, tickets) and profile events, newest first, a page at a time."""
         resolved = self.resolve(c360_id)
@@ -193,6 +226,7 @@ class Customer360:
         return {"c360_id": resolved.c360_id, "page": page, "page_size": page_size,
                 "items": items[start:start + page_size], "has_more": len(items) > start + page_size}
 
+    @_one_connection
     def merge_history(self, c360_id: str) -> list[dict[str, Any]]:
         """What identity did to this person's ID: created, absorbed other IDs, split; oldest first."""
         resolved = self.resolve(c360_id)
@@ -207,6 +241,7 @@ class Customer360:
 
     # -------------------------------------------------------------------------------------- search
 
+    @_one_connection
     def search(self, email: str | None = None, phone: str | None = None, name: str | None = None,
                postal_code: str | None = None) -> dict[str, Any]:
         """Candidates ranked by how many of the criteria they meet; the query is standardised like source data."""
