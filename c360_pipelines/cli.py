@@ -232,19 +232,19 @@ def profile(
     config: ConfigOption = None,
 ) -> None:
     """Print a person's golden profile: every value with where it came from, contact points, insights."""
-    from c360_pipelines.profiles import read_profile
-    from resources.warehouse import WarehouseResource
+    from c360_pipelines.lookup import BadRequest, Customer360, NotFound
 
     project = _load(config)
-    found = read_profile(WarehouseResource(url=project.warehouse), project, c360_id)
-    if found is None:
-        _fail(LookupError(f"no profile for {c360_id} (unknown ID, or `c360 run` has not built profiles yet)"))
+    try:
+        found = Customer360(project).profile(c360_id)
+    except (NotFound, BadRequest) as problem:
+        _fail(LookupError(f"no profile for {c360_id}: {problem}"))
     if as_json:
         print(json.dumps(found, indent=2, ensure_ascii=False, default=str))
         return
     if found["redirected"]:
-        console.print(f"{c360_id} was merged: {' -> '.join(found['merge_chain'])}; showing the survivor",
-                      highlight=False)
+        chain = [*found["merged_from"], found["c360_id"]]
+        console.print(f"{c360_id} was merged: {' -> '.join(chain)}; showing the survivor", highlight=False)
     person = found["profile"]
     console.print(f"[bold]{person['full_name'] or '(no name)'}[/]  {found['c360_id']}  "
                   f"({person['record_count']} records from {person['sources']})", highlight=False)
@@ -262,7 +262,7 @@ def profile(
         points.add_column(column)
     for point in found["contact_points"]:
         points.add_row(point["kind"], point["value"], "yes" if point["is_primary"] else "", point["status"],
-                       point["sources"], str(point["first_seen"] or ""), str(point["last_seen"] or ""))
+                       point["sources"], str(point["first_seen"] or "")[:19], str(point["last_seen"] or "")[:19])
     console.print(points)
     insights = {"first seen": person["first_seen"], "last seen": person["last_seen"], **found["insights"]}
     console.print(_counts_table("insights", "insight", "value", {k: v if v is not None else "" for k, v in insights.items()}))

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from c360_pipelines.config import C360Config
-from c360_pipelines.core.insights import parse_insights
+from c360_pipelines.core.insights import insight_values, parse_insights
 from c360_pipelines.core.standardise import fold_name, standardise_email_key, standardise_phone
 from c360_pipelines.model import TABLES
 from resources.warehouse import WarehouseResource
@@ -150,14 +150,8 @@ class Customer360:
                                             "source_record_id": p["source_record_id"], "rule": p["rule"],
                                             "candidates": p["candidates"], "competing": json.loads(p["competing"])}
                            for p in why},
-            "insights": self._insights(insight_rows),
+            "insights": insight_values(insight_rows, self.insights),
         }
-
-    def _insights(self, stored: list[dict[str, Any]]) -> dict[str, Any]:
-        """Every declared insight, with its empty value (0 for counts and sums) where the person has no row."""
-        found = {row["insight"]: (row["number"] if row["number"] is not None else row["value"]) for row in stored}
-        values = {name: found.get(name, insight.empty_value) for name, insight in self.insights.items()}
-        return {name: (int(v) if isinstance(v, float) and v.is_integer() else v) for name, v in values.items()}
 
     @_one_connection
     def records(self, c360_id: str) -> dict[str, Any]:

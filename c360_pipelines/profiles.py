@@ -3,7 +3,7 @@
 `build_profiles` reads the canonical tables through `xref`, runs the core's survivorship and insights, and
 replaces `golden_profile`, `profile_contact_points`, `profile_attribute_provenance` and `profile_insights` in
 one transaction. A profile keeps its `last_changed` time when its content fingerprint is unchanged, so a rerun
-on the same data changes nothing. `read_profile` answers for one 360 ID, following a merged ID to its survivor.
+on the same data changes nothing. Reading one profile is `lookup.Customer360.profile`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from c360_pipelines.config import C360Config
 from c360_pipelines.core.events import ProfileState
-from c360_pipelines.core.insights import compute_insights, insight_values, parse_insights
+from c360_pipelines.core.insights import compute_insights, parse_insights
 from c360_pipelines.events import record_profile_events
 from c360_pipelines.core.survive import (
     ProfileInput, Rule, build_profiles as survive, content_hashes,
@@ -33,7 +33,6 @@ from c360_pipelines.model import PROFILE_MODELS, TABLES, columns_of
 from resources.warehouse import WarehouseResource
 
 PROFILE_TABLES = tuple(PROFILE_MODELS)
-MAX_MERGE_HOPS = 64
 
 
 @dataclass(frozen=True)
@@ -138,70 +137,6 @@ def _last_changed(golden: pd.DataFrame, previous: pd.DataFrame, now: dt.datetime
     same = golden["c360_id"].map(kept["profile_hash"]) == golden["profile_hash"]
     before = pd.to_datetime(golden["c360_id"].map(kept["last_changed"]))
     return before.where(same, pd.Timestamp(now))
-
-
-# ------------------------------------------------------------------------------------------- reading
-
-
-def resolve_c360_id(warehouse: WarehouseResource, c360_id: str) -> tuple[str | None, list[str]]:
-    """The active ID that `c360_id` is or was merged into, and the chain of IDs followed to get there."""
-    chain: list[str] = []
-    current = c360_id
-    for _ in range(MAX_MERGE_HOPS):
-        row = warehouse.read_frame("SELECT status, merged_into FROM ids WHERE c360_id = :id", {"id": current})
-        if row.empty:
-            return None, chain
-        chain.append(current)
-        status, merged_into = row.iloc[0]["status"], row.iloc[0]["merged_into"]
-        if status == "active":
-            return current, chain
-        if not isinstance(merged_into, str) or merged_into in chain:
-            return None, chain
-        current = merged_into
-    return None, chain
-
-
-def read_profile(warehouse: WarehouseResource, config: C360Config, c360_id: str) -> dict[str, Any] | None:
-    """One person's golden profile with contact points, provenance and insights (None for an unknown ID)."""
-    survivor, chain = resolve_c360_id(warehouse, c360_id)
-    if survivor is None:
-        return None
-    params = {"id": survivor}
-    golden = warehouse.read_frame("SELECT * FROM golden_profile WHERE c360_id = :id", params)
-    if golden.empty:
-        return None
-    profile = {key: _plain(value) for key, value in golden.iloc[0].to_dict().items()}
-    points = warehouse.read_frame("SELECT * FROM profile_contact_points WHERE c360_id = :id "
-                                  "ORDER BY kind, is_primary DESC, value", params)
-    provenance = warehouse.read_frame("SELECT * FROM profile_attribute_provenance WHERE c360_id = :id "
-                                      "ORDER BY attribute", params)
-    stored = warehouse.read_frame("SELECT insight, value, number FROM profile_insights WHERE c360_id = :id", params)
-    return {
-        "c360_id": survivor,
-        "requested_id": c360_id,
-        "redirected": survivor != c360_id,
-        "merge_chain": chain,
-        "profile": profile,
-        "contact_points": [{k: _plain(v) for k, v in row.items() if k != "c360_id"} for row in points.to_dict("records")],
-        "provenance": {row["attribute"]: {"value": row["value"], "source": row["source"],
-                                          "source_record_id": row["source_record_id"], "rule": row["rule"],
-                                          "candidates": int(row["candidates"]),
-                                          "competing": json.loads(row["competing"])}
-                       for row in provenance.to_dict("records")},
-        "insights": {k: _plain(v) for k, v in
-                     insight_values(stored, parse_insights(config.profile.all_insights)).items()},
-    }
-
-
-def _plain(value: Any) -> Any:
-    """JSON-friendly: None for missing, ISO text for times, Python numbers."""
-    if value is None or (not isinstance(value, (str, bytes, list, dict)) and pd.isna(value)):
-        return None
-    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 # ------------------------------------------------------------------------------------------- export

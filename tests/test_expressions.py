@@ -56,8 +56,8 @@ def test_insights_aggregate_each_persons_engagement_and_fill_in_empty_values() -
                                   "last_order_at": "max(occurred_at) where type = order",
                                   "open_tickets": "count() where type = ticket and status in (open, pending)"})
     values = compute_insights(engagement, definitions)
-    p1 = insight_values(values[values["c360_id"] == "p1"], definitions)
-    p2 = insight_values(values[values["c360_id"] == "p2"], definitions)
+    p1 = insight_values(values[values["c360_id"] == "p1"].to_dict("records"), definitions)
+    p2 = insight_values(values[values["c360_id"] == "p2"].to_dict("records"), definitions)
     assert p1 == {"lifetime_value": 10, "last_order_at": "2024-03-01T00:00:00", "open_tickets": 1}
     assert p2 == {"lifetime_value": 0, "last_order_at": None, "open_tickets": 0}
 

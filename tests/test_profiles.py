@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from assets.profiles import profile_checks
 from c360_pipelines.cli import app
 from c360_pipelines.config import C360Config, ConfigError, load_config
-from c360_pipelines.profiles import build_profiles, read_profile
+from c360_pipelines.lookup import Customer360, NotFound
+from c360_pipelines.profiles import build_profiles
 from c360_pipelines.runner import run_pipeline
 from resources.warehouse import WarehouseResource
 from tests.conftest import write_project
@@ -91,8 +92,8 @@ def test_every_active_id_gets_one_profile_built_by_the_configured_rules(project:
 
 def test_provenance_contact_points_and_insights_are_read_back_for_a_person(project: C360Config) -> None:
     warehouse = WarehouseResource(url=project.warehouse)
-    ann = read_profile(warehouse, project, profile_of(warehouse, "crm", "1")["c360_id"])
-    assert ann is not None and not ann["redirected"]
+    ann = Customer360(project).profile(profile_of(warehouse, "crm", "1")["c360_id"])
+    assert not ann["redirected"]
     address = ann["provenance"]["address"]
     assert (address["source"], address["source_record_id"], address["rule"]) == ("shop", "S1", "most_recent")
     assert [c["record"] for c in address["competing"]] == ["crm:1"]
@@ -120,10 +121,11 @@ def test_a_merged_id_answers_with_the_survivors_profile(project: C360Config) -> 
                             "first_seen": pd.Timestamp("2024-01-01"), "last_changed": pd.Timestamp("2024-02-01")}])
     with warehouse.transaction() as connection:
         warehouse.insert_rows("ids", merged, connection)
-    found = read_profile(warehouse, project, "c360_0000000000000001")
-    assert found is not None and found["redirected"] and found["c360_id"] == survivor
-    assert found["merge_chain"] == ["c360_0000000000000001", survivor]
-    assert read_profile(warehouse, project, "c360_doesnotexist") is None
+    found = Customer360(project).profile("c360_0000000000000001")
+    assert found["redirected"] and found["c360_id"] == survivor
+    assert found["merged_from"] == ["c360_0000000000000001"]
+    with pytest.raises(NotFound):
+        Customer360(project).profile("c360_00000000000000ff")
 
 
 def test_c360_profile_prints_the_values_with_their_sources_and_export_nests_contact_points(
@@ -143,6 +145,7 @@ def test_c360_profile_prints_the_values_with_their_sources_and_export_nests_cont
     assert profiles[c360_id]["insights"]["order_count"] == "3"
     unknown = runner.invoke(app, ["profile", "c360_nobody", "--config", str(project.config_path)])
     assert unknown.exit_code == 2 and "no profile for c360_nobody" in unknown.output
+    assert "is not a 360 ID" in unknown.output
 
 
 def test_a_bad_profile_rule_names_the_file_and_the_key(tmp_path: Path) -> None:

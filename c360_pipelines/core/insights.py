@@ -9,7 +9,8 @@ small when most people never, say, opened a ticket.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -95,15 +96,10 @@ def format_number(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def insight_values(stored: pd.DataFrame, insights: Mapping[str, Insight]) -> dict[str, object]:
-    """One person's insights as a mapping, with the empty value for those they have no row for."""
-    found = {row["insight"]: (_number(row["number"]) if pd.notna(row["number"]) else row["value"])
-             for row in stored.to_dict("records")}
-    return {name: found.get(name, _number(insight.empty_value)) for name, insight in insights.items()}
-
-
-def _number(value: float | None) -> float | int | None:
-    """Counts read back as whole numbers: 3, not 3.0."""
-    if value is None:
-        return None
-    return int(value) if float(value).is_integer() else float(value)
+def insight_values(stored: Iterable[Mapping[str, Any]], insights: Mapping[str, Insight]) -> dict[str, Any]:
+    """One person's insights from their stored rows (insight, value, number), with each insight's empty value
+    where they have no row; counts read back as whole numbers."""
+    found = {row["insight"]: (row["number"] if row["number"] is not None and row["number"] == row["number"]
+                              else row["value"]) for row in stored}
+    values = {name: found.get(name, insight.empty_value) for name, insight in insights.items()}
+    return {name: (int(v) if isinstance(v, float) and v.is_integer() else v) for name, v in values.items()}
