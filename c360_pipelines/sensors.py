@@ -22,6 +22,13 @@ FILE_SENSOR_INTERVAL_SECONDS = 5
 SQL_SENSOR_INTERVAL_SECONDS = 30
 
 
+def landed_batches(warehouse: WarehouseResource, source: str) -> dict[str, str]:
+    """Batch id -> fingerprint of every batch of `source` already in the warehouse's ledger."""
+    warehouse.ensure_tables()
+    ledger = warehouse.read_frame("SELECT batch_id, fingerprint FROM batch WHERE source = :s", {"s": source})
+    return dict(zip(ledger["batch_id"], ledger["fingerprint"], strict=True))
+
+
 def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDefinition:
     partitions = batch_partitions(source.name)
 
@@ -33,13 +40,15 @@ def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDef
         minimum_interval_seconds=SQL_SENSOR_INTERVAL_SECONDS if source.format == "sql" else FILE_SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def new_batches(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    def new_batches(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult | dg.SkipReason:
         known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         try:
             offered = reader_for(config, source).discover()
+            landed = landed_batches(warehouse, source.name)
         except ConfigError as error:
             return dg.SkipReason(str(error))
-        todo = batches_to_run(offered, known)
+        # Batches landed by `c360 run` are in the warehouse's ledger, not in this sensor's cursor.
+        todo = batches_to_run(offered, {**known, **landed})
         if not todo:
             return dg.SkipReason(f"no new batch at {source.name} ({len(offered)} known)")
         registered = set(context.instance.get_dynamic_partitions(partitions.name))

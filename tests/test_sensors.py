@@ -9,6 +9,8 @@ from assets.sources import raw_key, staged_key
 from c360_pipelines.config import C360Config
 from c360_pipelines.definitions import build_definitions
 from c360_pipelines.sensors import build_batch_sensor
+from c360_pipelines.runner import run_pipeline
+from resources.warehouse import WarehouseResource
 from tests.conftest import CRM_SOURCE, write_project
 
 
@@ -19,7 +21,8 @@ def crm(tmp_path: Path) -> C360Config:
 
 def evaluate(config: C360Config, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
     sensor = build_batch_sensor(config, config.source("crm"))
-    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    warehouse = WarehouseResource(url=config.warehouse)
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"warehouse": warehouse}))
 
 
 def test_a_new_file_registers_a_partition_and_requests_a_run_of_it(tmp_path: Path, instance: dg.DagsterInstance) -> None:
@@ -56,3 +59,13 @@ def test_the_sensor_targets_the_source_extract_and_staged_assets(tmp_path: Path)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     job = sensor.targets[0].resolvable_to_job
     assert set(job.selection.resolve(build_definitions(config).resolve_asset_graph())) == {raw_key("crm"), staged_key("crm")}
+
+
+def test_a_batch_already_landed_by_c360_run_is_not_landed_again(tmp_path: Path, instance: dg.DagsterInstance) -> None:
+    config = crm(tmp_path)
+    run_pipeline(config, instance)
+    assert isinstance(evaluate(config, instance), dg.SkipReason)
+    (tmp_path / "data/crm/b.csv").write_text("Id,First,Last,Email,Phone,Modified\n2,C,D,,,\n", encoding="utf-8")
+    result = evaluate(config, instance)
+    assert isinstance(result, dg.SensorResult)
+    assert [r.partition_key for r in result.run_requests] == ["data/crm/b.csv"]
