@@ -177,8 +177,8 @@ def create_app(config: C360Config) -> FastAPI:
 
 
 def _json(body: dict[str, Any]) -> Response:
-    """Serialise with json directly: the readers return plain JSON types, and FastAPI's generic encoder cost
-    more than the whole database read (measured: ~5 ms of ~8 ms per profile)."""
+    """Serialise with json directly: the readers return plain JSON types, so FastAPI's generic encoder (a
+    recursive walk of every value) is work for nothing (measured: about 0.6 ms of 8 ms per profile)."""
     return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), media_type="application/json")
 
 
