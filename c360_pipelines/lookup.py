@@ -250,7 +250,6 @@ class Customer360:
                 scores[c360_id] = scores.get(c360_id, 0.0) + weight
                 matched.setdefault(c360_id, []).append(criterion)
 
-        points = T["profile_contact_points"]
         if email:
             understood["email"] = standardise_email_key(email)
             if understood["email"]:

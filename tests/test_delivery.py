@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from c360_pipelines.config import C360Config, ConfigError, load_config
 from c360_pipelines.events import deliver_pending, replay_dead_letters
