@@ -72,7 +72,7 @@ def copy_to_postgres(project: Path) -> tuple[str, str]:
         with target.transaction() as connection:
             target.insert_rows(table, frame, connection)
         print(f"  copied {len(frame):,} rows of {table}", flush=True)
-    with target.engine.connect() as connection:
+    with target.transaction() as connection:  # committed: statistics from a rolled-back ANALYZE are lost
         connection.execute(sa.text("ANALYZE"))
     return url, name
 

@@ -1,0 +1,33 @@
+"""The warehouse resource: bulk writes that leave each backend ready to answer indexed lookups."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from resources.warehouse import ANALYZE_AFTER_ROWS, WarehouseResource
+
+
+def xref_rows(count: int) -> pd.DataFrame:
+    return pd.DataFrame({"source": "crm", "source_record_id": [str(n) for n in range(count)],
+                         "c360_id": [f"c360_{n // 2:016x}" for n in range(count)], "evidence": "single record"})
+
+
+@pytest.mark.postgres
+def test_a_bulk_insert_on_postgres_leaves_planner_statistics_so_lookups_use_the_index(postgres_url: str) -> None:
+    warehouse = WarehouseResource(url=postgres_url)
+    warehouse.ensure_tables()
+    with warehouse.transaction() as connection:
+        warehouse.insert_rows("xref", xref_rows(ANALYZE_AFTER_ROWS * 5), connection)
+    distinct = warehouse.scalar("SELECT n_distinct FROM pg_stats WHERE tablename = 'xref' AND attname = 'c360_id'")
+    assert distinct is not None
+    plan = warehouse.read_frame("EXPLAIN SELECT * FROM xref WHERE c360_id = 'c360_0000000000000007'")
+    assert "Index" in " ".join(plan.iloc[:, 0]) and "Gather" not in " ".join(plan.iloc[:, 0])
+
+
+def test_a_small_insert_writes_its_rows_without_further_work(warehouse_url: str) -> None:
+    warehouse = WarehouseResource(url=warehouse_url)
+    warehouse.ensure_tables()
+    with warehouse.transaction() as connection:
+        assert warehouse.insert_rows("xref", xref_rows(10), connection) == 10
+    assert warehouse.count("xref") == 10
