@@ -439,7 +439,7 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "profile_insights": [("c360_id",)],
     "id_change": [("c360_id",)],
     "events": [("seq",), ("subject", "seq"), ("event_id",)],
-    "event_delivery": [("subscriber", "status", "seq"), ("subscriber", "subject", "status")],
+    "event_delivery": [("subscriber", "status", "seq"), ("subscriber", "subject", "status"), ("subscriber", "seq")],
     "delivery_attempt": [("subscriber", "event_id")],
     "dead_letter": [("subscriber", "seq")],
 }

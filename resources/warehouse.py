@@ -77,6 +77,8 @@ class WarehouseResource(dg.ConfigurableResource):
                 self._recreate_outdated_derived_tables(connection)
                 for table in TABLES.values():
                     table.create(connection, checkfirst=True)
+                    for index in table.indexes:  # an index added since the table was created
+                        index.create(connection, checkfirst=True)
         except sa.exc.OperationalError as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
             raise ConfigError(f"key 'warehouse': cannot reach {_redact(self.url)}: {reason}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from resources.warehouse import ANALYZE_AFTER_ROWS, WarehouseResource
 
@@ -31,3 +32,14 @@ def test_a_small_insert_writes_its_rows_without_further_work(warehouse_url: str)
     with warehouse.transaction() as connection:
         assert warehouse.insert_rows("xref", xref_rows(10), connection) == 10
     assert warehouse.count("xref") == 10
+
+
+def test_an_index_added_in_a_later_version_is_created_on_an_existing_warehouse(warehouse_url: str) -> None:
+    warehouse = WarehouseResource(url=warehouse_url)
+    warehouse.ensure_tables()
+    with warehouse.transaction() as connection:
+        connection.exec_driver_sql("DROP INDEX ix_event_delivery__subscriber__seq")
+    warehouse.ensure_tables()
+    with warehouse.engine.connect() as connection:
+        names = {index["name"] for index in sa.inspect(connection).get_indexes("event_delivery")}
+    assert "ix_event_delivery__subscriber__seq" in names
