@@ -30,6 +30,7 @@ EVENT_SOURCE = "/c360/profiles"
 EVENT_COLUMNS = ["event_id", "type", "subject", "time", "data"]
 # Attributes of a profile that events carry and compare; bookkeeping columns are left out.
 NOT_PUBLISHED = ("profile_hash", "last_changed", "first_name_norm", "last_name_norm")
+CONTACT_KINDS = ("email", "phone", "address")
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,9 @@ def diff_profiles(before: ProfileState, after: ProfileState, ids: pd.DataFrame, 
     changed = [c for c in kept if old_hash[c] != new_hash[c]]
     previous = _published(before, insights)
     documents = _profile_json(profiles, changed)
+    old_points, new_points = _contact_lists(before.contact_points, changed), _contact_lists(after.contact_points, changed)
     for c360_id in changed:
-        changes = _changes(previous.loc[c360_id], profiles.loc[c360_id],
-                           _contact_lists(before.contact_points, c360_id), _contact_lists(after.contact_points, c360_id))
+        changes = _changes(previous.loc[c360_id], profiles.loc[c360_id], old_points[c360_id], new_points[c360_id])
         events.append(_event(UPDATED, c360_id, None, key=f"{old_hash[c360_id]}>{new_hash[c360_id]}",
                              raw_data=f'{{"c360_id": {json.dumps(c360_id)}, "changes": {json.dumps(changes, default=str)}, '
                                       f'"profile": {documents[c360_id]}}}'))
@@ -220,9 +221,14 @@ def _attribute_columns(profiles: pd.DataFrame) -> list[str]:
     return [c for c in profiles.columns if c in GoldenProfile.model_fields]
 
 
-def _contact_lists(points: pd.DataFrame, c360_id: str) -> dict[str, list[str]]:
-    own = points[points["c360_id"] == c360_id]
-    return {f"{kind}s": sorted(own.loc[own["kind"] == kind, "value"]) for kind in ("email", "phone", "address")}
+def _contact_lists(points: pd.DataFrame, ids: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Per listed profile, its sorted emails, phones and addresses (one pass over the contact points)."""
+    lists = {c360_id: {f"{kind}s": [] for kind in CONTACT_KINDS} for c360_id in ids}
+    wanted = points["c360_id"].isin(lists) & points["kind"].isin(CONTACT_KINDS)
+    own = points.loc[wanted, ["c360_id", "kind", "value"]].sort_values("value", kind="stable")
+    for c360_id, kind, value in own.itertuples(index=False):
+        lists[c360_id][f"{kind}s"].append(value)
+    return lists
 
 
 def _changes(old: pd.Series, new: pd.Series, old_points: dict[str, list[str]],
