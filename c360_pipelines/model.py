@@ -363,6 +363,42 @@ PROFILE_MODELS: dict[str, type[BaseModel]] = {
     "profile_insights": ProfileInsight,
 }
 
+class ProfileMembership(BaseModel):
+    """The person records each profile was last built from, and the batch of the version it read. Comparing it
+    with today's xref and canonical tables tells which profiles gained, lost, swapped or saw a changed record."""
+
+    source: str = Field(description="Name of the source.")
+    source_record_id: str = Field(description="The source's key for the record.")
+    batch_id: str = Field(description="The batch of the record's version the build read.")
+    c360_id: str = Field(description="The profile the record was part of.")
+
+
+class ProfileEngagementSeen(BaseModel):
+    """The engagement rows each profile's insights were last computed from, and the batch of each."""
+
+    source: str = Field(description="The engagement source.")
+    engagement_id: str = Field(description="The source's key for the interaction.")
+    batch_id: str = Field(description="The batch of the version the build read.")
+    c360_id: str = Field(description="The profile it counted towards.")
+
+
+class ProfileBuild(BaseModel):
+    """The last profile build: under which rules, so that the next one rebuilds only the profiles whose records,
+    engagement or identity changed since (and every profile when the rules changed)."""
+
+    built_at: dt.datetime = Field(description="When the build finished writing.")
+    rules_fingerprint: str = Field(description="Hash of the profile rules, junk values, source order and c360 "
+                                                "version the build applied.")
+    mode: str = Field(description="full or incremental.")
+    profiles_built: int = Field(description="How many profiles it (re)built.")
+
+
+PROFILE_STATE_MODELS: dict[str, type[BaseModel]] = {
+    "profile_membership": ProfileMembership,
+    "profile_engagement_seen": ProfileEngagementSeen,
+    "profile_build": ProfileBuild,
+}
+
 IDENTITY_MODELS: dict[str, type[BaseModel]] = {
     "training_label": TrainingLabel,
     "match_model": MatchModelVersion,
@@ -426,7 +462,7 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "contact_point_phone": [("source", "source_record_id"), ("phone_e164",)],
     "contact_point_address": [("source", "source_record_id"), ("postal_code",)],
     "party_identification": [("source", "source_record_id"), ("identification_type", "identifier")],
-    "engagement": [("person_source", "person_record_id"), ("source", "engagement_id")],
+    "engagement": [("person_source", "person_record_id"), ("source", "engagement_id"), ("source", "batch_id")],
     "raw_record": [("source", "batch_id")],
     "identity_link": [("record_a",), ("record_b",)],
     "training_label": [("record_a", "record_b")],
@@ -437,6 +473,8 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "profile_contact_points": [("c360_id",), ("kind", "value_key")],
     "profile_attribute_provenance": [("c360_id",)],
     "profile_insights": [("c360_id",)],
+    "profile_membership": [("source", "source_record_id"), ("c360_id",)],
+    "profile_engagement_seen": [("source", "engagement_id"), ("c360_id",)],
     "id_change": [("c360_id",)],
     "events": [("seq",), ("subject", "seq"), ("event_id",)],
     "event_delivery": [("subscriber", "status", "seq"), ("subscriber", "subject", "status"), ("subscriber", "seq")],
@@ -470,7 +508,7 @@ def _build_metadata() -> sa.MetaData:
         table = _table(metadata, name, model, _INDEXES.get(name, []))
         if name == "batch":
             table.append_constraint(sa.PrimaryKeyConstraint("source", "batch_id"))
-    for name, model in {**IDENTITY_MODELS, **PROFILE_MODELS, **EVENT_MODELS}.items():
+    for name, model in {**IDENTITY_MODELS, **PROFILE_MODELS, **PROFILE_STATE_MODELS, **EVENT_MODELS}.items():
         _table(metadata, name, model, _INDEXES.get(name, []))
     return metadata
 
@@ -483,5 +521,6 @@ MODELS: dict[str, type[BaseModel]] = {
     **LEDGER_MODELS,
     **IDENTITY_MODELS,
     **PROFILE_MODELS,
+    **PROFILE_STATE_MODELS,
     **EVENT_MODELS,
 }

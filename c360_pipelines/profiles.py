@@ -9,7 +9,10 @@ on the same data changes nothing. Reading one profile is `lookup.Customer360.pro
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import time
+from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,13 +29,18 @@ from c360_pipelines.core.events import ProfileState
 from c360_pipelines.core.insights import compute_insights, parse_insights
 from c360_pipelines.events import record_profile_events
 from c360_pipelines.core.survive import (
-    ProfileInput, Rule, build_profiles as survive, content_hashes,
+    ProfileInput, Rule, build_profiles as survive, content_hashes, spelling_population,
 )
 from c360_pipelines.ingest import utc_now
-from c360_pipelines.model import PROFILE_MODELS, TABLES, columns_of
+from c360_pipelines.model import MODELS, PROFILE_MODELS, TABLES, columns_of
 from resources.warehouse import WarehouseResource
 
 PROFILE_TABLES = tuple(PROFILE_MODELS)
+
+
+FULL, INCREMENTAL = "full", "incremental"
+PROFILE_FORMAT = 3  # bump when a profile's content or fingerprint is computed differently: forces a full rebuild
+SCOPE_TABLE = "profile_scope"
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class ProfileReport:
     insight_rows: int
     events: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    mode: str = FULL
+    rebuilt: int = 0
 
 
 def rules_from(config: C360Config) -> dict[str, Rule]:
@@ -53,71 +63,187 @@ def rules_from(config: C360Config) -> dict[str, Rule]:
             for rule in [config.profile.strategy_for(name)]}
 
 
-def load_profile_input(warehouse: WarehouseResource) -> tuple[ProfileInput, pd.DataFrame]:
-    """Every person record, contact point and engagement row, each with its c360_id and recency."""
-    records = warehouse.read_frame(
-        "SELECT x.c360_id, i.source, i.source_record_id, i.updated_at, b.extracted_at, i.first_name, "
+def rules_fingerprint(config: C360Config) -> str:
+    """What a profile depends on besides its records: a change here means every profile is rebuilt."""
+    try:
+        c360_version = version("c360")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        c360_version = "unknown"
+    payload = json.dumps({"profile": config.profile.model_dump(mode="json"), "junk": sorted(config.match.junk_values),
+                          "source_order": list(config.source_order), "c360": c360_version,
+                          "format": PROFILE_FORMAT}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_profile_input(source: WarehouseResource | sa.Connection, scoped: bool = False
+                       ) -> tuple[ProfileInput, pd.DataFrame]:
+    """Every person record, contact point and engagement row, each with its c360_id and recency; with `scoped`,
+    only those of the people listed in the connection's temporary `profile_scope` table."""
+    if isinstance(source, WarehouseResource):
+        with source.engine.connect() as connection:
+            return load_profile_input(connection, scoped)
+    connection = source
+
+    def read(sql: str) -> pd.DataFrame:
+        return pd.read_sql(sa.text(sql), connection)
+
+    in_scope = f" AND x.c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})" if scoped else ""
+    records = read(
+        "SELECT x.c360_id, i.source, i.source_record_id, i.batch_id, i.updated_at, b.extracted_at, i.first_name, "
         "i.middle_name, i.last_name, i.name_suffix, i.first_name_norm, i.last_name_norm, i.birth_date, i.gender "
         "FROM individual i JOIN xref x ON x.source = i.source AND x.source_record_id = i.source_record_id "
-        "JOIN batch b ON b.source = i.source AND b.batch_id = i.batch_id")
+        f"JOIN batch b ON b.source = i.source AND b.batch_id = i.batch_id WHERE 1 = 1{in_scope}")
     keys = records[["source", "source_record_id", "c360_id", "updated_at", "extracted_at"]]
 
-    def with_keys(sql: str) -> pd.DataFrame:
-        return warehouse.read_frame(sql).merge(keys, on=["source", "source_record_id"], how="inner")
+    def with_keys(columns: str, table: str) -> pd.DataFrame:
+        scope = (" JOIN xref x ON x.source = p.source AND x.source_record_id = p.source_record_id "
+                 f"WHERE 1 = 1{in_scope}") if scoped else ""
+        return read(f"SELECT p.source, p.source_record_id, {columns} FROM {table} p{scope}").merge(
+            keys, on=["source", "source_record_id"], how="inner")
 
-    emails = with_keys("SELECT source, source_record_id, email_raw, email, email_key, domain, is_valid "
-                       "FROM contact_point_email")
-    phones = with_keys("SELECT source, source_record_id, phone_raw, phone_e164, phone_type, is_valid "
-                       "FROM contact_point_phone")
-    addresses = with_keys("SELECT source, source_record_id, address_raw, line1, line2, city, region, postal_code, "
-                          "country, is_parsed FROM contact_point_address")
-    engagement = warehouse.read_frame(
-        "SELECT x.c360_id, e.source, e.engagement_type, e.amount, e.currency, e.channel, e.status, e.occurred_at "
-        "FROM engagement e JOIN xref x ON x.source = e.person_source AND x.source_record_id = e.person_record_id")
+    emails = with_keys("p.email_raw, p.email, p.email_key, p.domain, p.is_valid", "contact_point_email")
+    phones = with_keys("p.phone_raw, p.phone_e164, p.phone_type, p.is_valid", "contact_point_phone")
+    addresses = with_keys("p.address_raw, p.line1, p.line2, p.city, p.region, p.postal_code, p.country, p.is_parsed",
+                          "contact_point_address")
+    engagement = read(
+        "SELECT x.c360_id, e.source, e.engagement_id, e.batch_id, e.engagement_type, e.amount, e.currency, "
+        "e.channel, e.status, e.occurred_at "
+        "FROM engagement e JOIN xref x ON x.source = e.person_source AND x.source_record_id = e.person_record_id "
+        f"WHERE 1 = 1{in_scope}")
     return ProfileInput(records, emails, phones, addresses), engagement
 
 
-def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.datetime | None = None) -> ProfileReport:
-    """Rebuild every golden profile and its contact points, provenance and insights; returns what was done."""
-    import time
+def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.datetime | None = None,
+                   full: bool = False) -> ProfileReport:
+    """Bring the golden profiles, contact points, provenance and insights up to date; returns what was done.
 
+    Only the profiles whose records, engagement or identity changed since the last build are rebuilt and
+    rewritten; everything is rebuilt on the first build, when the rules changed, or with `full`.
+    """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    data, engagement = load_profile_input(warehouse)
+    fingerprint = rules_fingerprint(config)
+    full = full or last_fingerprint(warehouse) != fingerprint
+    with warehouse.engine.connect() as reader:
+        scope = None if full else affected_ids(reader)
+        if scope is not None:
+            _fill_scope(reader, scope)
+        data, engagement = load_profile_input(reader, scoped=scope is not None)
+        population = spelling_population(read_spellings(reader))
+        before = published_state(reader, scoped=scope is not None)
     timings["read"] = time.perf_counter() - started
     started = time.perf_counter()
     placeholders = frozenset(value.lower() for value in config.match.junk_values)
-    built = survive(data, rules_from(config), config.source_order, placeholders, config.profile.ignore_empty)
+    built = survive(data, rules_from(config), config.source_order, placeholders, config.profile.ignore_empty,
+                    population)
     insights = compute_insights(engagement, parse_insights(config.profile.all_insights))
     golden = _with_engagement_span(built.golden, engagement)
     golden["profile_hash"] = golden["c360_id"].map(content_hashes(golden, built.contact_points, insights))
     now = now or utc_now()
-    before = published_state(warehouse)
     previous = before.golden[["c360_id", "profile_hash", "last_changed"]]
     golden["last_changed"] = _last_changed(golden, previous, now)
     after = ProfileState(golden, insights, built.contact_points[["c360_id", "kind", "value"]])
+    membership = data.records[["source", "source_record_id", "batch_id", "c360_id"]]
+    engagement_seen = engagement[["source", "engagement_id", "batch_id", "c360_id"]]
     timings["build"] = time.perf_counter() - started
     started = time.perf_counter()
     frames = {"golden_profile": golden, "profile_contact_points": built.contact_points,
-              "profile_attribute_provenance": built.provenance, "profile_insights": insights}
+              "profile_attribute_provenance": built.provenance, "profile_insights": insights,
+              "profile_membership": membership, "profile_engagement_seen": engagement_seen}
     with warehouse.transaction() as connection:
+        if scope is not None:
+            _fill_scope(connection, scope)
         for table, frame in frames.items():
-            connection.exec_driver_sql(f'DELETE FROM "{table}"')
-            warehouse.insert_rows(table, frame[columns_of(PROFILE_MODELS[table])], connection)
+            where = "" if scope is None else f" WHERE c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})"
+            connection.exec_driver_sql(f'DELETE FROM "{table}"{where}')
+            warehouse.insert_rows(table, frame[columns_of(MODELS[table])], connection)
         events = record_profile_events(warehouse, connection, before, after, config, now)
+        connection.exec_driver_sql('DELETE FROM "profile_build"')
+        connection.execute(TABLES["profile_build"].insert().values(
+            built_at=utc_now(), rules_fingerprint=fingerprint,
+            mode=FULL if scope is None else INCREMENTAL, profiles_built=len(golden)))
     timings["write"] = time.perf_counter() - started
-    unchanged = golden.merge(previous, on=["c360_id", "profile_hash"], how="inner")
-    return ProfileReport(len(golden), len(golden) - len(unchanged), len(built.contact_points), len(built.provenance),
-                         len(insights), events, timings)
+    unchanged = int((golden["c360_id"].map(previous.set_index("c360_id")["profile_hash"])
+                     == golden["profile_hash"]).sum())
+    return ProfileReport(warehouse.count("golden_profile"), len(golden) - unchanged,
+                         warehouse.count("profile_contact_points"), warehouse.count("profile_attribute_provenance"),
+                         warehouse.count("profile_insights"), events, timings,
+                         FULL if scope is None else INCREMENTAL, len(golden))
 
 
-def published_state(warehouse: WarehouseResource) -> ProfileState:
-    """The profiles as last built: what change events are computed against."""
-    golden = warehouse.read_frame(sa.select(TABLES["golden_profile"]))
+def last_fingerprint(warehouse: WarehouseResource) -> str | None:
+    """The rules fingerprint of the last build (None before the first)."""
+    with warehouse.engine.connect() as connection:
+        return connection.execute(sa.select(TABLES["profile_build"].c.rules_fingerprint)).scalar()
+
+
+def affected_ids(connection: sa.Connection) -> list[str]:
+    """The 360 IDs whose profile may differ from the one built last, found by comparing today's xref, person
+    records and engagement with what the last build read: people who gained, lost or swapped a record, whose
+    record has a newer version, or whose engagement changed; profiles of IDs no longer active; active IDs
+    without a profile. No clocks are compared, so a batch staged in the middle of a build is never missed."""
+    found = connection.execute(sa.text("""
+        SELECT x.c360_id FROM xref x
+          JOIN individual i ON i.source = x.source AND i.source_record_id = x.source_record_id
+          LEFT JOIN profile_membership m ON m.source = x.source AND m.source_record_id = x.source_record_id
+          WHERE m.c360_id IS NULL OR m.c360_id <> x.c360_id OR m.batch_id <> i.batch_id
+        UNION
+        SELECT m.c360_id FROM profile_membership m
+          LEFT JOIN xref x ON x.source = m.source AND x.source_record_id = m.source_record_id
+          LEFT JOIN individual i ON i.source = m.source AND i.source_record_id = m.source_record_id
+          WHERE x.c360_id IS NULL OR x.c360_id <> m.c360_id OR i.batch_id IS NULL OR i.batch_id <> m.batch_id
+        UNION
+        SELECT x.c360_id FROM engagement e
+          JOIN xref x ON x.source = e.person_source AND x.source_record_id = e.person_record_id
+          LEFT JOIN profile_engagement_seen s ON s.source = e.source AND s.engagement_id = e.engagement_id
+          WHERE s.c360_id IS NULL OR s.c360_id <> x.c360_id OR s.batch_id <> e.batch_id
+        UNION
+        SELECT s.c360_id FROM profile_engagement_seen s
+          LEFT JOIN engagement e ON e.source = s.source AND e.engagement_id = s.engagement_id
+          WHERE e.batch_id IS NULL OR e.batch_id <> s.batch_id
+        UNION
+        SELECT g.c360_id FROM golden_profile g LEFT JOIN ids i ON i.c360_id = g.c360_id
+          WHERE i.status IS NULL OR i.status <> 'active'
+        UNION
+        SELECT i.c360_id FROM ids i LEFT JOIN golden_profile g ON g.c360_id = i.c360_id
+          WHERE i.status = 'active' AND g.c360_id IS NULL"""))
+    return sorted(row[0] for row in found)
+
+
+def read_spellings(connection: sa.Connection) -> pd.DataFrame:
+    """Every spelling of every name part across all person records, with how many records carry it (grouped in
+    the database, so this stays small however many records there are)."""
+    parts = [f"SELECT '{part}' AS attribute, {part} AS value, {norm} AS norm, COUNT(*) AS records FROM individual "
+             f"WHERE {part} IS NOT NULL GROUP BY {part}{', ' + norm if norm != 'NULL' else ''}"
+             for part, norm in (("first_name", "first_name_norm"), ("middle_name", "NULL"),
+                                ("last_name", "last_name_norm"), ("name_suffix", "NULL"))]
+    return pd.read_sql(sa.text(" UNION ALL ".join(parts)), connection)
+
+
+def _fill_scope(connection: sa.Connection, ids: list[str]) -> None:
+    """A temporary table of the IDs being rebuilt, private to this connection, for the scoped reads and deletes."""
+    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SCOPE_TABLE} (c360_id VARCHAR PRIMARY KEY)")
+    connection.exec_driver_sql(f"DELETE FROM {SCOPE_TABLE}")
+    if ids:
+        connection.execute(sa.text(f"INSERT INTO {SCOPE_TABLE} (c360_id) VALUES (:id)"), [{"id": i} for i in ids])
+
+
+def published_state(source: WarehouseResource | sa.Connection, scoped: bool = False) -> ProfileState:
+    """The profiles as last built (with `scoped`, those listed in `profile_scope`): what events are computed against."""
+    if isinstance(source, WarehouseResource):
+        with source.engine.connect() as connection:
+            return published_state(connection, scoped)
+    where = f" WHERE c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})" if scoped else ""
+    table = TABLES["golden_profile"]
+    statement = sa.select(table)  # typed: times come back as datetimes on SQLite too
+    if scoped:
+        statement = statement.where(table.c.c360_id.in_(sa.select(sa.table(SCOPE_TABLE, sa.column("c360_id")))))
+    golden = pd.read_sql(statement, source)
     if golden.empty:
         return ProfileState.empty()
-    return ProfileState(golden, warehouse.read_frame("SELECT c360_id, insight, value, number FROM profile_insights"),
-                        warehouse.read_frame("SELECT c360_id, kind, value FROM profile_contact_points"))
+    return ProfileState(golden, pd.read_sql(sa.text(f"SELECT c360_id, insight, value, number FROM profile_insights"
+                                                    f"{where}"), source),
+                        pd.read_sql(sa.text(f"SELECT c360_id, kind, value FROM profile_contact_points{where}"), source))
 
 
 def _with_engagement_span(golden: pd.DataFrame, engagement: pd.DataFrame) -> pd.DataFrame:

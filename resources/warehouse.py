@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from c360_pipelines.config import ConfigError
-from c360_pipelines.model import MODELS, PROFILE_MODELS, TABLES, columns_of, date_columns, datetime_columns
+from c360_pipelines.model import MODELS, PROFILE_MODELS, PROFILE_STATE_MODELS, TABLES, columns_of, date_columns, datetime_columns
 
 
 INSERT_CHUNK_ROWS = 50_000
@@ -85,12 +85,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @staticmethod
     def _recreate_outdated_derived_tables(connection: sa.Connection) -> None:
-        """Profile tables are rebuilt in full by every profile build: one from an older c360 is dropped."""
+        """Profile tables are derived: one from an older c360 is dropped (and the next build is a full one)."""
         inspector = sa.inspect(connection)
-        for name in PROFILE_MODELS:
+        for name, model in {**PROFILE_MODELS, **PROFILE_STATE_MODELS}.items():
             if inspector.has_table(name):
                 existing = {column["name"] for column in inspector.get_columns(name)}
-                if existing != set(columns_of(PROFILE_MODELS[name])):
+                if existing != set(columns_of(model)):
                     TABLES[name].drop(connection)
 
     @contextmanager

@@ -114,6 +114,48 @@ def test_a_rerun_on_unchanged_data_changes_no_profile(project: C360Config) -> No
     pd.testing.assert_frame_equal(before, after)
 
 
+def profile_tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
+    return {table: warehouse.read_frame(f"SELECT * FROM {table}").sort_values(keys, ignore_index=True)
+            for table, keys in (("golden_profile", ["c360_id"]),
+                                ("profile_contact_points", ["c360_id", "kind", "value"]),
+                                ("profile_attribute_provenance", ["c360_id", "attribute"]),
+                                ("profile_insights", ["c360_id", "insight"]))}
+
+
+def test_a_new_batch_rebuilds_only_the_profiles_it_touches_and_agrees_with_a_full_rebuild(
+        project: C360Config, instance: object) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    root = project.config_path.parent
+    (root / "data/crm/batch_2.csv").write_text(
+        "Id,First,Last,Email,Phone,Address,Modified\n3,Cy,Young,cy@example.org,,,2024-03-01\n", encoding="utf-8")
+    run_pipeline(project, instance)  # type: ignore[arg-type]
+    assert warehouse.read_frame("SELECT mode, profiles_built FROM profile_build").to_dict("records") == [
+        {"mode": "incremental", "profiles_built": 1}]
+
+    (root / "data/crm/batch_3.csv").write_text(
+        'Id,First,Last,Email,Phone,Address,Modified\n2,Bob,Jones,bob@example.org,,"5 Maple Ave, Austin, TX 73301",'
+        "2024-09-01\n", encoding="utf-8")
+    run_pipeline(project, instance)  # type: ignore[arg-type]
+    assert warehouse.read_frame("SELECT mode, profiles_built FROM profile_build").to_dict("records") == [
+        {"mode": "incremental", "profiles_built": 1}]
+    bob = profile_of(warehouse, "crm", "2")
+    assert (bob["address_line1"], bob["record_count"]) == ("5 MAPLE AVE", 2)  # address: most_recent
+    assert warehouse.count("golden_profile") == 3
+
+    incremental = profile_tables(warehouse)
+    report = build_profiles(warehouse, project, full=True)
+    assert (report.mode, report.rebuilt, report.changed, report.events) == ("full", 3, 0, 0)
+    for table, frame in profile_tables(warehouse).items():
+        pd.testing.assert_frame_equal(frame, incremental[table], check_dtype=False, obj=table)
+
+
+def test_changed_profile_rules_rebuild_every_profile(project: C360Config) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    assert build_profiles(warehouse, project).rebuilt == 0
+    changed = project.model_copy(update={"profile": project.profile.model_copy(update={"ignore_empty": False})})
+    assert build_profiles(warehouse, changed).mode == "full"
+
+
 def test_a_merged_id_answers_with_the_survivors_profile(project: C360Config) -> None:
     warehouse = WarehouseResource(url=project.warehouse)
     survivor = profile_of(warehouse, "crm", "1")["c360_id"]

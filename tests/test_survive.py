@@ -8,7 +8,7 @@ import pandas as pd
 
 from c360_pipelines.core.survive import (
     OK, PLACEHOLDER, ProfileInput, Rule, build_profiles, choose, content_hashes, contact_candidates,
-    scalar_candidates,
+    scalar_candidates, spelling_population,
 )
 
 SOURCES = ["crm", "shop", "support", "loyalty"]
@@ -120,6 +120,18 @@ def test_a_tied_name_goes_to_the_spelling_other_people_share_over_a_one_off_typo
     chosen = winner(frame, "first_name", Rule("most_frequent"))
     assert chosen["value"] == "Katherine"
     assert chosen["rule"] == "most_frequent, tie broken by common_spelling"
+
+
+def test_a_person_built_alone_gets_the_spelling_everyone_shares_when_given_the_population() -> None:
+    alone = records({"source": "crm", "source_record_id": "1", "first_name": "Katehrine", "updated_at": "2024-06-01"},
+                    {"source": "shop", "source_record_id": "2", "first_name": "Katherine", "updated_at": "2024-01-01"})
+    everyone = pd.DataFrame({"attribute": "first_name", "value": ["Katehrine", "Katherine"],
+                             "norm": ["katehrine", "katherine"], "records": [1, 40]})
+    population = spelling_population(everyone)
+    assert population["first_name"].to_dict() == {"katehrine": 1, "katherine": 40}
+    chosen = choose(scalar_candidates(alone, "first_name", population), Rule("most_frequent"), SOURCES, True)
+    assert chosen.set_index("c360_id").loc["p1", "value"] == "Katherine"
+    assert winner(alone, "first_name", Rule("most_frequent"))["value"] == "Katehrine"  # counted alone: the recent one
 
 
 def contact_input(emails: list[dict[str, object]], addresses: list[dict[str, object]] | None = None) -> ProfileInput:

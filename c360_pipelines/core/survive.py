@@ -13,6 +13,7 @@ version take minutes at a million records.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -77,15 +78,21 @@ class Profiles:
 
 
 def build_profiles(data: ProfileInput, rules: dict[str, Rule], source_order: list[str],
-                   placeholders: frozenset[str] = frozenset(), ignore_empty: bool = True) -> Profiles:
-    """Golden values, contact points and provenance for every person in `data`."""
+                   placeholders: frozenset[str] = frozenset(), ignore_empty: bool = True,
+                   population: Mapping[str, pd.Series] | None = None) -> Profiles:
+    """Golden values, contact points and provenance for every person in `data`.
+
+    `population` (name attribute -> records per spelling key, from `spelling_population`) is what the
+    common-spelling tie-break counts; without it, the spellings in `data` are counted. Give it when `data` holds
+    only some of the people, so that a profile comes out the same whoever it is built with.
+    """
     data = coded(data)
     people = pd.Index(_people_of(data.records), name="c360_id")
     golden = pd.DataFrame(index=people)
     chosen: list[pd.DataFrame] = []
     contact_points: list[pd.DataFrame] = []
     for attribute in SCALAR_ATTRIBUTES:
-        candidates = scalar_candidates(data.records, attribute)
+        candidates = scalar_candidates(data.records, attribute, population)
         winners = choose(candidates, rules[attribute], source_order, ignore_empty)
         golden[attribute] = _by_person(winners, "value", len(people))
         chosen.append(winners.assign(attribute=attribute))
@@ -164,17 +171,17 @@ def _ensure_codes(rows: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ candidates
 
 
-def scalar_candidates(records: pd.DataFrame, attribute: str) -> pd.DataFrame:
+def scalar_candidates(records: pd.DataFrame, attribute: str,
+                      population: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
     """One candidate per record for a name part, birth date or gender; the key is what counts as the same value."""
     records = _ensure_codes(records)
     value = records[attribute]
     if attribute == "birth_date":
         value = pd.to_datetime(value, errors="coerce").dt.strftime("%Y-%m-%d")
         key = value
-    elif f"{attribute}_norm" in records.columns:
-        key = records[f"{attribute}_norm"].where(records[f"{attribute}_norm"].notna(), value.str.casefold())
     else:
-        key = value.str.casefold()
+        norm = records[f"{attribute}_norm"] if f"{attribute}_norm" in records.columns else None
+        key = name_keys(value, norm)
     frame = _candidate_frame(records, value.astype("object"), key.astype("object"))
     frame["quality"] = 0
     frame["folded"] = 0
@@ -182,8 +189,27 @@ def scalar_candidates(records: pd.DataFrame, attribute: str) -> pd.DataFrame:
         frame = _fold_nicknames(frame)
     if attribute in NAME_ATTRIBUTES:
         frame["quality"] = _well_cased(frame["value"])
-        frame["population"] = frame.groupby("key")["key"].transform("size").fillna(0).astype(int)
+        if population is not None:
+            frame["population"] = frame["key"].map(population[attribute]).fillna(0).astype(int)
+        else:
+            frame["population"] = frame.groupby("key")["key"].transform("size").fillna(0).astype(int)
     return frame
+
+
+def name_keys(values: pd.Series, norms: pd.Series | None = None) -> pd.Series:
+    """What counts as the same spelling of a name part: its folded form when standardising made one, else the
+    value case-folded."""
+    folded = values.astype("object").str.casefold()
+    return folded if norms is None else norms.where(norms.notna(), folded)
+
+
+def spelling_population(spellings: pd.DataFrame) -> dict[str, pd.Series]:
+    """Records per spelling key of each name part, from (attribute, value, norm, records) rows: the counts the
+    common-spelling tie-break compares."""
+    keys = name_keys(spellings["value"], spellings["norm"])
+    counted = spellings.assign(key=keys).dropna(subset=["key"]).groupby(["attribute", "key"])["records"].sum()
+    return {attribute: (counted.xs(attribute, level="attribute") if attribute in counted.index.get_level_values(0)
+                        else pd.Series(dtype="int64")).astype("int64") for attribute in NAME_ATTRIBUTES}
 
 
 def _fold_nicknames(frame: pd.DataFrame) -> pd.DataFrame:
@@ -487,14 +513,19 @@ def content_hashes(golden: pd.DataFrame, contact_points: pd.DataFrame, insights:
     the same fingerprints and a change anywhere in a profile gives a new one.
     """
     attributes = golden.drop(columns=["profile_hash", "last_changed"], errors="ignore").set_index("c360_id")
-    own = pd.Series(pd.util.hash_pandas_object(attributes.astype(str), index=False).to_numpy(),
-                    index=attributes.index)
+    own = pd.Series(pd.util.hash_pandas_object(_as_text(attributes), index=False).to_numpy(), index=attributes.index)
     total = own.astype(np.uint64)
     for part in (contact_points.drop(columns=["first_seen", "last_seen"], errors="ignore"), insights):
-        if part.empty:
-            continue
-        hashed = pd.Series(pd.util.hash_pandas_object(part.drop(columns="c360_id").astype(str), index=False).to_numpy(),
-                           index=part["c360_id"].to_numpy())
-        summed = hashed.groupby(level=0).sum().reindex(total.index, fill_value=0).astype(np.uint64)
+        summed = pd.Series(np.uint64(0), index=total.index)
+        if not part.empty:
+            hashed = pd.Series(pd.util.hash_pandas_object(_as_text(part.drop(columns="c360_id")), index=False)
+                               .to_numpy(), index=part["c360_id"].to_numpy())
+            summed = hashed.groupby(level=0).sum().reindex(total.index, fill_value=0).astype(np.uint64)
         total = total * np.uint64(1_000_003) + summed
     return total.map(lambda h: f"{int(h):016x}")
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Values as text, every kind of missing value alike: a profile's fingerprint must not depend on whether the
+    other profiles built with it made a column float, object or datetime."""
+    return frame.astype(str).where(frame.notna(), "\x00")
