@@ -85,12 +85,14 @@ def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
     def resolve(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
         """Link, cluster and give every person a stable 360 ID."""
         report = resolve_identities(warehouse, config.match)
-        context.log.info(f"{report.records:,} records -> {report.people:,} people")
+        context.log.info(f"{report.records:,} records -> {report.people:,} people "
+                         f"({report.mode}: {report.records_resolved:,} records re-resolved)")
         yield dg.MaterializeResult(asset_key=LINKS_KEY, metadata={
             "dagster/row_count": warehouse.count("identity_link"), "candidate_pairs": report.candidate_pairs,
             "linked_pairs": report.linked_pairs, "guarded_pairs": report.guarded_pairs})
         yield dg.MaterializeResult(asset_key=XREF_KEY, metadata={
-            "dagster/row_count": report.records, "people": report.people})
+            "dagster/row_count": report.records, "people": report.people, "mode": report.mode,
+            "records_resolved": report.records_resolved})
         yield dg.MaterializeResult(asset_key=IDS_KEY, metadata={
             "people": report.people, "created": report.created, "merged": report.merged, "split": report.split,
             "guard_events": report.guard_events})

@@ -8,6 +8,7 @@ and keeps every ID. Each step reads the canonical tables and writes its own tabl
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from c360_pipelines.config import MatchConfig
 from c360_pipelines.core import block, compare, link, score
-from c360_pipelines.core.cluster import cluster_records
+from c360_pipelines.core.cluster import Clustering, cluster_records
 from c360_pipelines.core.ids import assign_ids
 from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input
 from c360_pipelines.ingest import utc_now
@@ -25,6 +26,9 @@ from c360_pipelines.model import TABLES
 from resources.warehouse import WarehouseResource
 
 KEEP_PROBABILITY = 0.01
+FULL, INCREMENTAL = "full", "incremental"
+REGROWTH_FOR_FULL = 1.1
+MAX_SCOPE_ROUNDS = 16
 
 
 @dataclass
@@ -45,6 +49,8 @@ class ResolutionReport:
     merged: int
     split: int
     guard_events: int
+    mode: str = "full"
+    records_resolved: int = 0
 
 
 def load_match_input(warehouse: WarehouseResource) -> MatchInput:
@@ -60,14 +66,16 @@ def load_match_input(warehouse: WarehouseResource) -> MatchInput:
     )
 
 
-def prepare(data: MatchInput, config: MatchConfig) -> Prepared:
-    """Drop junk values, find candidate pairs, drop values too common to mean anything, compare."""
+def prepare(data: MatchInput, config: MatchConfig, compare_all: bool = True) -> Prepared:
+    """Drop junk values, find candidate pairs, drop values too common to mean anything, compare (every pair, or,
+    without `compare_all`, none yet: an incremental resolution compares only the pairs it needs)."""
     junk = frozenset(config.junk_values)
     data = _without_values(data, junk)
     candidates = block.candidate_pairs(data, config.max_block_size)
     common = frozenset(candidates.too_common["value"])
     data = _without_values(data, common)
-    return Prepared(data, candidates, compare.compare_pairs(data, candidates.pairs))
+    pairs = candidates.pairs if compare_all else candidates.pairs.iloc[:0]
+    return Prepared(data, candidates, compare.compare_pairs(data, pairs))
 
 
 def _without_values(data: MatchInput, values: frozenset[str]) -> MatchInput:
@@ -102,8 +110,14 @@ def train_match_model(warehouse: WarehouseResource, config: MatchConfig) -> tupl
 
 
 def latest_match_model(warehouse: WarehouseResource) -> score.MatchModel | None:
-    parameters = warehouse.scalar("SELECT parameters FROM match_model ORDER BY version DESC LIMIT 1")
-    return score.MatchModel.from_json(json.loads(parameters)) if parameters else None
+    return latest_match_model_version(warehouse)[1]
+
+
+def latest_match_model_version(warehouse: WarehouseResource) -> tuple[int, score.MatchModel | None]:
+    found = warehouse.read_frame("SELECT version, parameters FROM match_model ORDER BY version DESC LIMIT 1")
+    if found.empty:
+        return 0, None
+    return int(found["version"].iloc[0]), score.MatchModel.from_json(json.loads(found["parameters"].iloc[0]))
 
 
 # ---------------------------------------------------------------------------------------- resolve
@@ -117,52 +131,209 @@ def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchC
     return link.decide_links(prepared.data, compared, score.predict(model, compared), config)
 
 
-def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: dt.datetime | None = None) -> ResolutionReport:
-    """Link, cluster and assign 360 IDs; write identity_link, xref, ids and identity_guard."""
+def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: dt.datetime | None = None,
+                       full: bool = False) -> ResolutionReport:
+    """Link, cluster and assign 360 IDs; write identity_link, xref, ids and identity_guard.
+
+    After a first full resolution, a run re-resolves only what changed: the new, changed and removed records and
+    every person they link to (grown until no link leaves the set, so each re-clustered group is whole). A full
+    resolution happens on the first run, with `full`, when the model, the match settings or the set of too-common
+    values changed, or once the records grew by a tenth since the last full one (the model's prior depends on it).
+    """
     now = now or utc_now()
-    model = latest_match_model(warehouse)
+    version, model = latest_match_model_version(warehouse)
     if model is None:
-        _, model = train_match_model(warehouse, config)
-    prepared = prepare(load_match_input(warehouse), config)
+        version, model = train_match_model(warehouse, config)
+    prepared = prepare(load_match_input(warehouse), config, compare_all=False)
+    versions = warehouse.read_frame("SELECT source, source_record_id, batch_id FROM individual")
+    fingerprint = _resolution_fingerprint(config, version, prepared.candidates.too_common)
+    last = warehouse.read_frame("SELECT fingerprint, records_at_full FROM identity_run")
+    incremental = (not full and len(last) == 1 and last["fingerprint"].iloc[0] == fingerprint
+                   and len(prepared.data) <= int(last["records_at_full"].iloc[0]) * REGROWTH_FOR_FULL)
+    if incremental:
+        report = _resolve_changed(warehouse, config, model, prepared, versions, fingerprint,
+                                  int(last["records_at_full"].iloc[0]), now)
+        if report is not None:
+            return report
+    prepared = Prepared(prepared.data, prepared.candidates,
+                        compare.compare_pairs(prepared.data, prepared.candidates.pairs))
+    return _resolve_all(warehouse, config, model, prepared, versions, fingerprint, now)
+
+
+def _resolve_all(warehouse: WarehouseResource, config: MatchConfig, model: score.MatchModel, prepared: Prepared,
+                 versions: pd.DataFrame, fingerprint: str, now: dt.datetime) -> ResolutionReport:
     decided = score_and_decide(prepared, model, config)
+    records = prepared.data.records
+    clustering = _cluster(prepared, model, config, decided)
+    clusters = pd.DataFrame({"record_key": records["record_key"], "cluster": clustering.labels})
+    previous_xref = _with_record_keys(warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref"))
+    previous_ids = warehouse.read_frame("SELECT * FROM ids")
+    assignment = assign_ids(clusters, previous_xref, previous_ids, now)
+    keys = records["record_key"].to_numpy()
+    xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
+    guards = _guard_rows(prepared.candidates.too_common, clustering.guard_events, now)
+    with warehouse.transaction() as connection:
+        for table in ("identity_link", "xref", "ids", "identity_membership"):
+            connection.execute(TABLES[table].delete())
+        warehouse.insert_rows("identity_link", _link_rows(decided, keys), connection)
+        warehouse.insert_rows("xref", xref, connection)
+        warehouse.insert_rows("ids", assignment.ids, connection)
+        warehouse.insert_rows("identity_guard", guards, connection)
+        warehouse.insert_rows("id_change", assignment.changes.assign(changed_at=now), connection)
+        warehouse.insert_rows("identity_membership", versions, connection)
+        _record_run(warehouse, connection, FULL, fingerprint, len(records), len(records), len(records), now)
+    return _report(warehouse, len(records), decided, assignment.changes, len(guards), FULL, len(records))
+
+
+def _resolve_changed(warehouse: WarehouseResource, config: MatchConfig, model: score.MatchModel, prepared: Prepared,
+                     versions: pd.DataFrame, fingerprint: str, records_at_full: int,
+                     now: dt.datetime) -> ResolutionReport | None:
+    """Re-resolve the changed records and the people they touch; None when the scope does not settle (the
+    caller then resolves everything)."""
+    records = prepared.data.records
+    keys = records["record_key"].to_numpy()
+    previous_xref = _with_record_keys(warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref"))
+    resolved = _with_record_keys(warehouse.read_frame("SELECT source, source_record_id, batch_id FROM identity_membership"))
+    current = _with_record_keys(versions)
+    compared = current.merge(resolved[["record_key", "batch_id"]], on="record_key", how="outer",
+                             suffixes=("", "_resolved"), indicator=True)
+    changed = compared.loc[(compared["_merge"] == "left_only") | ((compared["_merge"] == "both") & (
+        compared["batch_id"] != compared["batch_id_resolved"])), "record_key"]
+    removed = compared.loc[compared["_merge"] == "right_only", "record_key"]
+    previous_id = previous_xref.set_index("record_key")["c360_id"]
+    # a record identity never placed (a failed run, an older c360) is resolved again too
+    unplaced = records.loc[~records["record_key"].isin(previous_id.index), "record_key"]
+    start = pd.Index(changed).union(pd.Index(unplaced))
+    if start.empty and removed.empty:
+        with warehouse.transaction() as connection:
+            _record_run(warehouse, connection, INCREMENTAL, fingerprint, len(records), records_at_full, 0, now)
+        nothing = pd.DataFrame({"linked": pd.Series(dtype=bool), "guard": pd.Series(dtype=object)})
+        return _report(warehouse, len(records), nothing, pd.DataFrame(columns=["change"]), 0, INCREMENTAL, 0)
+
+    position = pd.Series(np.arange(len(keys)), index=keys)
+    person_of = previous_id.reindex(keys).to_numpy(dtype=object)
+    in_scope = np.zeros(len(keys), dtype=bool)
+    in_scope[position.reindex(start).dropna().astype(int).to_numpy()] = True
+    people = set(previous_id.reindex(start.union(pd.Index(removed))).dropna())
+    pairs = prepared.candidates.pairs
+    left, right = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    seen = np.zeros(len(pairs), dtype=bool)
+    decided_parts = []
+    for _ in range(MAX_SCOPE_ROUNDS):
+        in_scope |= np.isin(person_of, list(people))
+        touching = (in_scope[left] | in_scope[right]) & ~seen
+        seen |= touching
+        if touching.any():
+            decided_parts.append(score_and_decide(prepared, model, config, pairs=pairs[touching]))
+        linked = pd.concat(decided_parts).query("linked") if decided_parts else pairs.iloc[:0]
+        ends = np.concatenate([linked["i"].to_numpy(), linked["j"].to_numpy()]).astype(int)
+        reached = {p for p in person_of[ends[~in_scope[ends]]] if isinstance(p, str)} - people
+        outside_unplaced = ends[~in_scope[ends]]
+        if not reached and not len(outside_unplaced):
+            break
+        people |= reached
+        in_scope[outside_unplaced] = True
+    else:
+        return None
+
+    decided = pd.concat(decided_parts, ignore_index=True) if decided_parts else score_and_decide(
+        prepared, model, config, pairs=pairs.iloc[:0])
+    clustering = _cluster(prepared, model, config, decided)
+    scope_keys = keys[in_scope]
+    clusters = pd.DataFrame({"record_key": scope_keys, "cluster": clustering.labels[in_scope]})
+    all_ids = warehouse.read_frame("SELECT * FROM ids")
+    mine = all_ids["c360_id"].isin(people)
+    assignment = assign_ids(clusters, previous_xref[previous_xref["record_key"].isin(scope_keys)], all_ids[mine], now,
+                            taken_elsewhere=frozenset(all_ids.loc[~mine, "c360_id"]))
+    xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
+    guards = _guard_rows(prepared.candidates.too_common.iloc[:0], clustering.guard_events, now)
+    touched = pd.Index(scope_keys).union(pd.Index(removed))
+    with warehouse.transaction() as connection:
+        _fill_scope(connection, touched, assignment.ids["c360_id"])
+        connection.exec_driver_sql(f"DELETE FROM xref WHERE {_IN_SCOPE.format(a='source', b='source_record_id')}")
+        connection.exec_driver_sql(f"DELETE FROM identity_membership WHERE "
+                                   f"{_IN_SCOPE.format(a='source', b='source_record_id')}")
+        connection.exec_driver_sql(f"DELETE FROM identity_link WHERE record_a IN (SELECT record_key FROM {SCOPE}) "
+                                   f"OR record_b IN (SELECT record_key FROM {SCOPE})")
+        connection.exec_driver_sql(f"DELETE FROM ids WHERE c360_id IN (SELECT c360_id FROM {SCOPE_IDS})")
+        warehouse.insert_rows("identity_link", _link_rows(decided, keys), connection)
+        warehouse.insert_rows("xref", xref, connection)
+        warehouse.insert_rows("ids", assignment.ids, connection)
+        warehouse.insert_rows("identity_guard", guards, connection)
+        warehouse.insert_rows("id_change", assignment.changes.assign(changed_at=now), connection)
+        warehouse.insert_rows("identity_membership", versions[current["record_key"].isin(scope_keys).to_numpy()],
+                              connection)
+        _record_run(warehouse, connection, INCREMENTAL, fingerprint, len(records), records_at_full, len(scope_keys),
+                    now)
+    return _report(warehouse, len(records), decided, assignment.changes, len(guards), INCREMENTAL, len(scope_keys))
+
+
+SCOPE, SCOPE_IDS = "identity_scope", "identity_scope_ids"
+_IN_SCOPE = f"({{a}}, {{b}}) IN (SELECT source, source_record_id FROM {SCOPE})"
+
+
+def _fill_scope(connection: sa.Connection, record_keys: pd.Index, c360_ids: pd.Series) -> None:
+    """Temporary tables of the records and IDs being rewritten, private to this connection."""
+    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SCOPE} "
+                               "(record_key VARCHAR PRIMARY KEY, source VARCHAR, source_record_id VARCHAR)")
+    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SCOPE_IDS} (c360_id VARCHAR PRIMARY KEY)")
+    connection.exec_driver_sql(f"DELETE FROM {SCOPE}")
+    connection.exec_driver_sql(f"DELETE FROM {SCOPE_IDS}")
+    rows = [{"k": key, "s": key.partition(RECORD_KEY_SEPARATOR)[0], "r": key.partition(RECORD_KEY_SEPARATOR)[2]}
+            for key in record_keys]
+    if rows:
+        connection.execute(sa.text(f"INSERT INTO {SCOPE} VALUES (:k, :s, :r)"), rows)
+    ids = [{"id": c360_id} for c360_id in sorted(set(c360_ids))]
+    if ids:
+        connection.execute(sa.text(f"INSERT INTO {SCOPE_IDS} VALUES (:id)"), ids)
+
+
+def _cluster(prepared: Prepared, model: score.MatchModel, config: MatchConfig, decided: pd.DataFrame) -> Clustering:
     links = decided.loc[decided["linked"], ["i", "j", "link_score"]].rename(columns={"link_score": "score"})
 
     def score_missing(pairs: pd.DataFrame) -> pd.Series:
         return score_and_decide(prepared, model, config, pairs=pairs)["link_score"]
 
-    clustering = cluster_records(len(prepared.data), links, score_missing, config.cluster_threshold,
-                                 config.max_cluster_size)
-    records = prepared.data.records
-    clusters = pd.DataFrame({"record_key": records["record_key"], "cluster": clustering.labels})
-    previous_xref = warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref")
-    previous_xref["record_key"] = previous_xref["source"] + RECORD_KEY_SEPARATOR + previous_xref["source_record_id"]
-    previous_ids = warehouse.read_frame("SELECT * FROM ids")
-    assignment = assign_ids(clusters, previous_xref, previous_ids, now)
+    return cluster_records(len(prepared.data), links, score_missing, config.cluster_threshold, config.max_cluster_size)
 
-    keys = records["record_key"].to_numpy()
+
+def _link_rows(decided: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
     kept = decided[(decided["probability"] >= KEEP_PROBABILITY) | decided["rule"].notna() | decided["guard"].notna()]
-    link_rows = pd.DataFrame({
+    return pd.DataFrame({
         "record_a": keys[kept["i"].to_numpy()], "record_b": keys[kept["j"].to_numpy()],
         "probability": kept["probability"].to_numpy(), "match_weight": kept["match_weight"].to_numpy(),
         "rule": kept["rule"].to_numpy(), "guard": kept["guard"].to_numpy(), "linked": kept["linked"].to_numpy(),
         "evidence": link.evidence_json(kept),
     })
-    xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
-    guards = _guard_rows(prepared.candidates.too_common, clustering.guard_events, now)
-    with warehouse.transaction() as connection:
-        for table in ("identity_link", "xref", "ids"):
-            connection.execute(TABLES[table].delete())
-        warehouse.insert_rows("identity_link", link_rows, connection)
-        warehouse.insert_rows("xref", xref, connection)
-        warehouse.insert_rows("ids", assignment.ids, connection)
-        warehouse.insert_rows("identity_guard", guards, connection)
-        warehouse.insert_rows("id_change", assignment.changes.assign(changed_at=now), connection)
-    change_counts = assignment.changes["change"].value_counts()
+
+
+def _with_record_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(record_key=frame["source"] + RECORD_KEY_SEPARATOR + frame["source_record_id"])
+
+
+def _resolution_fingerprint(config: MatchConfig, model_version: int, too_common: pd.DataFrame) -> str:
+    payload = json.dumps({"match": config.model_dump(mode="json"), "model": model_version,
+                          "too_common": sorted(too_common["value"].astype(str))}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _record_run(warehouse: WarehouseResource, connection: sa.Connection, mode: str, fingerprint: str, records: int,
+                records_at_full: int, resolved: int, now: dt.datetime) -> None:
+    connection.execute(TABLES["identity_run"].delete())
+    connection.execute(TABLES["identity_run"].insert().values(
+        resolved_at=now, mode=mode, fingerprint=fingerprint, records=records, records_at_full=records_at_full,
+        records_resolved=resolved))
+
+
+def _report(warehouse: WarehouseResource, records: int, decided: pd.DataFrame, changes: pd.DataFrame, guards: int,
+            mode: str, resolved: int) -> ResolutionReport:
+    change_counts = changes["change"].value_counts()
+    people = int(warehouse.scalar("SELECT COUNT(*) FROM ids WHERE status = 'active'"))
     return ResolutionReport(
-        records=len(records), candidate_pairs=len(decided), linked_pairs=int(decided["linked"].sum()),
-        guarded_pairs=int(decided["guard"].notna().sum()), people=int(assignment.xref["c360_id"].nunique()),
+        records=records, candidate_pairs=len(decided), linked_pairs=int(decided["linked"].sum()),
+        guarded_pairs=int(decided["guard"].notna().sum()), people=people,
         created=int(change_counts.get("created", 0)), merged=int(change_counts.get("merged", 0)),
-        split=int(change_counts.get("split", 0)), guard_events=len(guards),
+        split=int(change_counts.get("split", 0)), guard_events=guards, mode=mode, records_resolved=resolved,
     )
 
 

@@ -399,11 +399,35 @@ PROFILE_STATE_MODELS: dict[str, type[BaseModel]] = {
     "profile_build": ProfileBuild,
 }
 
+class IdentityMembership(BaseModel):
+    """The version of each person record identity last resolved (by its batch): a record whose version is newer,
+    or that is new or gone, is what the next incremental resolution starts from."""
+
+    source: str = Field(description="Name of the source.")
+    source_record_id: str = Field(description="The source's key for the record.")
+    batch_id: str = Field(description="The batch of the record's version that was resolved.")
+
+
+class IdentityRun(BaseModel):
+    """The last identity resolution: full (every record) or incremental (the changed records and the people
+    they touch), under which model, rules and common values."""
+
+    resolved_at: dt.datetime = Field(description="When it finished.")
+    mode: str = Field(description="full or incremental.")
+    fingerprint: str = Field(description="Hash of the match settings, model version and too-common values it used; "
+                                         "a change means a full resolution.")
+    records: int = Field(description="Person records in the warehouse at the time.")
+    records_at_full: int = Field(description="Person records at the last full resolution.")
+    records_resolved: int = Field(description="Records it (re)clustered.")
+
+
 IDENTITY_MODELS: dict[str, type[BaseModel]] = {
     "training_label": TrainingLabel,
     "match_model": MatchModelVersion,
     "identity_link": IdentityLink,
     "xref": Xref,
+    "identity_membership": IdentityMembership,
+    "identity_run": IdentityRun,
     "ids": PersonId,
     "identity_guard": IdentityGuardEvent,
     "id_change": IdChange,
@@ -464,9 +488,10 @@ _INDEXES: dict[str, list[tuple[str, ...]]] = {
     "party_identification": [("source", "source_record_id"), ("identification_type", "identifier")],
     "engagement": [("person_source", "person_record_id"), ("source", "engagement_id"), ("source", "batch_id")],
     "raw_record": [("source", "batch_id")],
-    "identity_link": [("record_a",), ("record_b",)],
     "training_label": [("record_a", "record_b")],
     "xref": [("source", "source_record_id"), ("c360_id",)],
+    "identity_membership": [("source", "source_record_id")],
+    "identity_link": [("record_a",), ("record_b",)],
     "ids": [("c360_id",), ("merged_into",)],
     "quarantine": [("source", "batch_id")],
     "golden_profile": [("c360_id",), ("last_name_norm", "first_name_norm"), ("postal_code",)],

@@ -131,3 +131,36 @@ def test_two_common_names_a_letter_apart_are_different_names_not_a_typo() -> Non
 
     levels = _first_name_levels(a, b, pd.Series(similarity(a, b)), counts)
     assert levels.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_a_new_batch_is_resolved_incrementally_with_the_same_result_as_resolving_everything(
+        tmp_path: Path, warehouse_url: str) -> None:
+    write_demo(tmp_path, people=400, seed=13)
+    config_file = tmp_path / "c360.yaml"
+    config_file.write_text(config_file.read_text(encoding="utf-8").replace(
+        "warehouse: sqlite:///.c360/warehouse.db", f"warehouse: {warehouse_url}"), encoding="utf-8")
+    config = load_config(config_file)
+    warehouse = WarehouseResource(url=config.warehouse)
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_pipeline(config, instance)
+        crm = pd.read_csv(tmp_path / "data/crm/contacts_1.csv", dtype=str, keep_default_na=False)
+        changed = crm.head(40).assign(Email=[f"moved.{n}@example.net" for n in range(40)],
+                                      LastModifiedDate="2025-01-15T10:00:00Z")
+        changed.to_csv(tmp_path / "data/crm/contacts_9.csv", index=False)
+        run_pipeline(config, instance)
+    run = warehouse.read_frame("SELECT mode, records, records_resolved FROM identity_run").iloc[0]
+    assert run["mode"] == "incremental" and 40 <= run["records_resolved"] < run["records"] / 2
+
+    def state() -> tuple[pd.DataFrame, pd.DataFrame]:
+        return (warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref ORDER BY 1, 2"),
+                warehouse.read_frame("SELECT c360_id, status, merged_into FROM ids ORDER BY 1"))
+
+    incremental_xref, incremental_ids = state()
+    report = resolve_identities(warehouse, config.match, full=True)
+    full_xref, full_ids = state()
+    assert report.mode == "full" and report.created == report.merged == report.split == 0
+    pd.testing.assert_frame_equal(incremental_xref, full_xref)
+    pd.testing.assert_frame_equal(incremental_ids, full_ids)
+    assert resolve_identities(warehouse, config.match).records_resolved == 0  # nothing new since

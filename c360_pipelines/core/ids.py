@@ -37,9 +37,14 @@ def mint_id(seed: str, taken: set[str]) -> str:
 
 
 def assign_ids(
-    clusters: pd.DataFrame, previous_xref: pd.DataFrame, previous_ids: pd.DataFrame, now: dt.datetime
+    clusters: pd.DataFrame, previous_xref: pd.DataFrame, previous_ids: pd.DataFrame, now: dt.datetime,
+    taken_elsewhere: set[str] | frozenset[str] = frozenset(),
 ) -> Assignment:
-    """`clusters` has record_key and cluster; the previous tables are those of the last run (may be empty)."""
+    """`clusters` has record_key and cluster; the previous tables are those of the last run (may be empty).
+
+    For a re-resolution of part of the records, give that part's clusters, previous xref rows and IDs, and
+    every other ID ever issued as `taken_elsewhere`, so that no new ID collides with one.
+    """
     previous_ids = previous_ids.reindex(columns=ID_COLUMNS)
     members = clusters[["record_key", "cluster"]].merge(previous_xref[["record_key", "c360_id"]], on="record_key", how="left")
     first_seen = dict(zip(previous_ids["c360_id"], pd.to_datetime(previous_ids["first_seen"]), strict=True))
@@ -52,7 +57,7 @@ def assign_ids(
     home = held.drop_duplicates("c360_id").set_index("c360_id")["cluster"]
     split_ids = set(held.loc[held.duplicated("c360_id", keep=False), "c360_id"])
 
-    taken = set(previous_ids["c360_id"].dropna())
+    taken = set(previous_ids["c360_id"].dropna()) | set(taken_elsewhere)
     chosen: dict[int, str] = {}
     merged_into: dict[str, str] = {}
     changes: list[dict[str, object]] = []
