@@ -118,6 +118,7 @@ def latency(people: int, port: int = 8392, records: int = 1000) -> dict[str, obj
     from c360_pipelines.config import load_config
     from c360_pipelines.events import last_seq
     from c360_pipelines.identity import resolve_identities
+    from c360_pipelines.runner import dagster_home
     from c360_pipelines.profiles import build_profiles
     from resources.warehouse import WarehouseResource
 
@@ -139,7 +140,7 @@ def latency(people: int, port: int = 8392, records: int = 1000) -> dict[str, obj
 
     log = WORK / "latency.log"
     receiver = start_receiver(port, log)
-    env = {**os.environ, "DAGSTER_HOME": str(project / ".c360" / "dagster"), "C360_CONFIG": str(project / "c360.yaml")}
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home(config)), "C360_CONFIG": str(project / "c360.yaml")}
     dev = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-m", "c360_pipelines.definitions",
                             "-p", "3391"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
@@ -173,7 +174,8 @@ def latency(people: int, port: int = 8392, records: int = 1000) -> dict[str, obj
 def _changed_crm_rows(project: Path, records: int) -> pd.DataFrame:
     """`records` CRM rows sent again with a new email and a later change date: real updates to existing people."""
     current = pd.read_csv(project / "data" / "crm" / "contacts_1.csv", dtype=str, keep_default_na=False).head(records)
-    current["Email"] = [f"bench.{i}@example.net" for i in range(len(current))]
+    stamp = int(time.time())  # new addresses every run: a batch that repeats the last one changes nothing
+    current["Email"] = [f"bench.{stamp}.{i}@example.net" for i in range(len(current))]
     current["LastModifiedDate"] = "2025-01-15T10:00:00Z"
     return current
 

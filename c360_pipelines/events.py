@@ -30,7 +30,7 @@ from c360_pipelines.core.expressions import parse_condition
 from c360_pipelines.core.insights import parse_insights
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import TABLES
-from resources.warehouse import WarehouseResource
+from resources.warehouse import WarehouseResource, read_sql
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -49,8 +49,8 @@ def actions_from(config: C360Config) -> list[Action]:
 def record_profile_events(warehouse: WarehouseResource, connection: sa.Connection, before: ProfileState,
                           after: ProfileState, config: C360Config, now: dt.datetime) -> int:
     """Diff two profile states and append the events to the outbox, inside the caller's transaction."""
-    ids = pd.read_sql(sa.text("SELECT c360_id, status, merged_into FROM ids"), connection)
-    splits = pd.read_sql(sa.text("SELECT c360_id, related FROM id_change WHERE change = 'split'"), connection)
+    ids = read_sql(connection, "SELECT c360_id, status, merged_into FROM ids")
+    splits = read_sql(connection, "SELECT c360_id, related FROM id_change WHERE change = 'split'")
     events = diff_profiles(before, after, ids, splits, parse_insights(config.profile.all_insights),
                            actions_from(config), now)
     if events.empty:

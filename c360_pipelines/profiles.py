@@ -33,7 +33,7 @@ from c360_pipelines.core.survive import (
 )
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import MODELS, PROFILE_MODELS, TABLES, columns_of
-from resources.warehouse import WarehouseResource
+from resources.warehouse import WarehouseResource, read_sql
 
 PROFILE_TABLES = tuple(PROFILE_MODELS)
 
@@ -85,7 +85,7 @@ def load_profile_input(source: WarehouseResource | sa.Connection, scoped: bool =
     connection = source
 
     def read(sql: str) -> pd.DataFrame:
-        return pd.read_sql(sa.text(sql), connection)
+        return read_sql(connection, sql)
 
     in_scope = f" AND x.c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})" if scoped else ""
     records = read(
@@ -217,7 +217,7 @@ def read_spellings(connection: sa.Connection) -> pd.DataFrame:
              f"WHERE {part} IS NOT NULL GROUP BY {part}{', ' + norm if norm != 'NULL' else ''}"
              for part, norm in (("first_name", "first_name_norm"), ("middle_name", "NULL"),
                                 ("last_name", "last_name_norm"), ("name_suffix", "NULL"))]
-    return pd.read_sql(sa.text(" UNION ALL ".join(parts)), connection)
+    return read_sql(connection, " UNION ALL ".join(parts))
 
 
 def _fill_scope(connection: sa.Connection, ids: list[str]) -> None:
@@ -241,9 +241,8 @@ def published_state(source: WarehouseResource | sa.Connection, scoped: bool = Fa
     golden = pd.read_sql(statement, source)
     if golden.empty:
         return ProfileState.empty()
-    return ProfileState(golden, pd.read_sql(sa.text(f"SELECT c360_id, insight, value, number FROM profile_insights"
-                                                    f"{where}"), source),
-                        pd.read_sql(sa.text(f"SELECT c360_id, kind, value FROM profile_contact_points{where}"), source))
+    insights = read_sql(source, f"SELECT c360_id, insight, value, number FROM profile_insights{where}")
+    return ProfileState(golden, insights, read_sql(source, f"SELECT c360_id, kind, value FROM profile_contact_points{where}"))
 
 
 def _with_engagement_span(golden: pd.DataFrame, engagement: pd.DataFrame) -> pd.DataFrame:

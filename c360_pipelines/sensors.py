@@ -65,7 +65,7 @@ def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDef
     return new_batches
 
 
-EVENTS_SENSOR_INTERVAL_SECONDS = 5
+EVENTS_SENSOR_INTERVAL_SECONDS = 2  # a cheap query; each tick saved is latency to webhooks
 AUTOMATION_INTERVAL_SECONDS = 5
 ACTIVE_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                        dg.DagsterRunStatus.STARTED]

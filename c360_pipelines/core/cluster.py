@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from dedupe.clustering import cluster as dedupe_cluster
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -89,6 +88,10 @@ def cluster_records(
         scored = np.empty(len(complete), dtype=[("pairs", "<i8", 2), ("score", "f4")])
         scored["pairs"] = complete[["i", "j"]].to_numpy()
         scored["score"] = scores.to_numpy(dtype="float32")
+        # imported here: dedupe (with scikit-learn) adds a second to every process that loads the definitions,
+        # and only an identity step that meets a disagreeing group needs it
+        from dedupe.clustering import cluster as dedupe_cluster
+
         for cluster_members, _confidence in dedupe_cluster(scored, threshold=threshold):
             group = np.array(cluster_members, dtype="int64")
             if len(group) > max_cluster_size:
