@@ -24,9 +24,17 @@ from resources.sources import BatchRef, FileDropReader, batches_to_run, reader_f
 from resources.warehouse import WarehouseResource
 
 # Runs leave the queue within a second (Dagster's default waits up to 5 s per run, and a new batch passes
-# through three runs on its way to the webhooks).
-INSTANCE_YAML = "telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n"
-EARLIER_INSTANCE_YAMLS = ("telemetry:\n  enabled: false\n",)
+# through two runs on its way to the webhooks); runs that write the warehouse go one at a time.
+INSTANCE_YAML = """telemetry:
+  enabled: false
+run_queue:
+  dequeue_interval_seconds: 1
+  tag_concurrency_limits:
+    - key: c360/writes
+      limit: 1
+"""
+EARLIER_INSTANCE_YAMLS = ("telemetry:\n  enabled: false\n",
+                          "telemetry:\n  enabled: false\nrun_queue:\n  dequeue_interval_seconds: 1\n")
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 

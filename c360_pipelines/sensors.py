@@ -2,8 +2,11 @@
 
 A source's sensor registers each new or changed batch as a partition and runs it; its cursor is a JSON map
 of batch id to content fingerprint, so a file rewritten in place runs again, while an untouched one never
-does. Conformed tables, identity and profiles then follow through automation (evaluated every few seconds).
-The events sensor runs the `deliver_events` job whenever the outbox holds events waiting for a subscriber.
+does. The run of the last batch a tick finds also brings the conformed tables, identity and profiles up to
+date (incrementally), so new data reaches the profiles in one run; automation (evaluated every few seconds)
+covers every other change. Runs that write the warehouse carry the `c360/writes` tag, which the instance c360
+creates limits to one at a time. The events sensor runs the `deliver_events` job whenever the outbox holds
+events waiting for a subscriber.
 """
 
 
@@ -11,14 +14,20 @@ import json
 
 import dagster as dg
 
+from assets.conformed import conformed_key
+from assets.identity import IDS_KEY, LINKS_KEY, XREF_KEY
+from assets.profiles import PROFILE_KEYS
 from assets.sources import batch_partitions, raw_key, staged_key
 from c360_pipelines.config import C360Config, ConfigError, SourceConfig
 from c360_pipelines.events import deliver_pending, undelivered_work
+from c360_pipelines.model import CANONICAL_MODELS
 from resources.sources import batches_to_run, reader_for
 from resources.warehouse import WarehouseResource
 
-# A file drop is checked with a directory listing, cheap enough every few seconds; a SQL source runs its query.
-FILE_SENSOR_INTERVAL_SECONDS = 5
+# A file drop is checked with a directory listing, cheap enough at every pass of Dagster's sensor daemon (which
+# comes round every 5 s: asking for 5 s lands between passes and waits for the next, 10 s); a SQL source runs
+# its query.
+FILE_SENSOR_INTERVAL_SECONDS = 1
 SQL_SENSOR_INTERVAL_SECONDS = 30
 
 
@@ -29,14 +38,19 @@ def landed_batches(warehouse: WarehouseResource, source: str) -> dict[str, str]:
     return dict(zip(ledger["batch_id"], ledger["fingerprint"], strict=True))
 
 
+WRITES_TAG = {"c360/writes": "warehouse"}  # the instance runs one such run at a time (see runner.INSTANCE_YAML)
+DOWNSTREAM = [*(conformed_key(table) for table in CANONICAL_MODELS), XREF_KEY, IDS_KEY, LINKS_KEY, *PROFILE_KEYS]
+
+
 def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDefinition:
     partitions = batch_partitions(source.name)
+    landing = [raw_key(source.name), staged_key(source.name)]
 
     @dg.sensor(
         name=f"{source.name}_new_batches",
         description=f"Watches `{source.path or source.table or 'the query'}` and lands each new or changed "
         f"`{source.name}` batch as a partition of raw/{source.name} and staged/{source.name}.",
-        target=dg.AssetSelection.assets(raw_key(source.name), staged_key(source.name)),
+        target=dg.AssetSelection.assets(*landing, *DOWNSTREAM),
         minimum_interval_seconds=SQL_SENSOR_INTERVAL_SECONDS if source.format == "sql" else FILE_SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
@@ -55,7 +69,8 @@ def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDef
         new_keys = [batch.batch_id for batch in todo if batch.batch_id not in registered]
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(partition_key=batch.batch_id, run_key=f"{batch.batch_id}@{batch.fingerprint}")
+                dg.RunRequest(partition_key=batch.batch_id, run_key=f"{batch.batch_id}@{batch.fingerprint}",
+                              asset_selection=landing + (DOWNSTREAM if batch is todo[-1] else []), tags=WRITES_TAG)
                 for batch in todo
             ],
             dynamic_partitions_requests=[partitions.build_add_request(new_keys)] if new_keys else [],
@@ -65,7 +80,7 @@ def build_batch_sensor(config: C360Config, source: SourceConfig) -> dg.SensorDef
     return new_batches
 
 
-EVENTS_SENSOR_INTERVAL_SECONDS = 2  # a cheap query; each tick saved is latency to webhooks
+EVENTS_SENSOR_INTERVAL_SECONDS = 1  # a cheap query: at every pass of the sensor daemon
 AUTOMATION_INTERVAL_SECONDS = 5
 ACTIVE_RUN_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                        dg.DagsterRunStatus.STARTED]
@@ -75,6 +90,7 @@ def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:
     """Evaluates every asset's automation condition every few seconds (the default sensor waits 30 s)."""
     return dg.AutomationConditionSensorDefinition(
         "c360_automation", target=dg.AssetSelection.all(), minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
+        run_tags=WRITES_TAG,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Runs conformed tables, identity and profiles as soon as what they depend on has changed.")
 

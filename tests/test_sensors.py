@@ -5,10 +5,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.conformed import conformed_key
+from assets.identity import XREF_KEY
+from assets.profiles import GOLDEN_KEY
 from assets.sources import raw_key, staged_key
 from c360_pipelines.config import C360Config
 from c360_pipelines.definitions import build_definitions
-from c360_pipelines.sensors import build_batch_sensor
+from c360_pipelines.sensors import DOWNSTREAM, WRITES_TAG, build_batch_sensor
 from c360_pipelines.runner import run_pipeline
 from resources.warehouse import WarehouseResource
 from tests.conftest import CRM_SOURCE, write_project
@@ -53,12 +56,21 @@ def test_a_rewritten_file_runs_again_without_registering_its_partition_twice(tmp
     assert second.dynamic_partitions_requests == []
 
 
-def test_the_sensor_targets_the_source_extract_and_staged_assets(tmp_path: Path) -> None:
+def test_the_last_new_batch_of_a_tick_also_brings_conformed_identity_and_profiles_up_to_date(
+        tmp_path: Path, instance: dg.DagsterInstance) -> None:
     config = crm(tmp_path)
+    (tmp_path / "data/crm/b.csv").write_text("Id,First,Last,Email,Phone,Modified\n2,C,D,,,\n", encoding="utf-8")
     sensor = build_batch_sensor(config, config.source("crm"))
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    job = sensor.targets[0].resolvable_to_job
-    assert set(job.selection.resolve(build_definitions(config).resolve_asset_graph())) == {raw_key("crm"), staged_key("crm")}
+    result = evaluate(config, instance)
+    assert isinstance(result, dg.SensorResult)
+    first, last = result.run_requests or []
+    assert set(first.asset_selection or []) == {raw_key("crm"), staged_key("crm")}
+    assert set(last.asset_selection or []) == {raw_key("crm"), staged_key("crm"), *DOWNSTREAM}
+    assert {conformed_key("individual"), XREF_KEY, GOLDEN_KEY} <= set(DOWNSTREAM)
+    assert first.tags == last.tags == WRITES_TAG  # the instance runs these one at a time
+    graph = build_definitions(config).resolve_asset_graph()
+    assert set(sensor.targets[0].resolvable_to_job.selection.resolve(graph)) == set(last.asset_selection or [])
 
 
 def test_a_batch_already_landed_by_c360_run_is_not_landed_again(tmp_path: Path, instance: dg.DagsterInstance) -> None:
