@@ -8,12 +8,11 @@ batches (`AutomationCondition.eager()`).
 
 import dagster as dg
 
+from assets.sources import staged_key
 from c360_pipelines.config import C360Config
 from c360_pipelines.ingest import rebuild_conformed
 from c360_pipelines.model import CANONICAL_MODELS
 from resources.warehouse import WarehouseResource
-
-from assets.sources import staged_key
 
 
 def conformed_key(table: str) -> dg.AssetKey:

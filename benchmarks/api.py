@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest import _replace_section  # noqa: E402
+from benchmarks.ingest import _replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "api"
@@ -206,11 +206,11 @@ def main() -> None:
             with sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT").connect() as connection:
                 connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     heading = "## Lookup API latency"
-    lines = [heading, "", f"`python benchmarks/api.py --people {args.people} --rate {args.rate:g} --seconds "
-                          f"{args.seconds:g}`: {profiles:,} profiles; `c360 serve --workers {WORKERS}` and an "
-                          "open-loop load generator on 127.0.0.1; mix: 40% profile by ID, 30% universal lookup, "
-                          "20% search by a phone typed differently, 10% record lists. Target: p99 < 20 ms at "
-                          "200 requests/s on PostgreSQL.", "",
+    lines = [heading, "", (f"`python benchmarks/api.py --people {args.people} --rate {args.rate:g} --seconds "
+                           f"{args.seconds:g}`: {profiles:,} profiles; `c360 serve --workers {WORKERS}` and an "
+                           "open-loop load generator on 127.0.0.1; mix: 40% profile by ID, 30% universal lookup, "
+                           "20% search by a phone typed differently, 10% record lists. Target: p99 < 20 ms at "
+                           "200 requests/s on PostgreSQL."), "",
              "| backend | requests | achieved req/s | p50 ms | p95 ms | p99 ms | max ms | statuses |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:

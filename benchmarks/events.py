@@ -31,7 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest import _replace_section  # noqa: E402
+from benchmarks.ingest import _replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "events"
@@ -40,12 +40,12 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 def serve(port: int, log: Path) -> None:
     """Receiver process: answer 204 to every POST and append (arrival time, event type, subject) to `log`."""
-    handle = open(log, "a", buffering=1, encoding="utf-8")
+    handle = open(log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (open for the process's whole life)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             event = json.loads(body)
             handle.write(f"{time.time()}\t{event['type']}\t{event['subject']}\n")
@@ -115,14 +115,13 @@ def throughput(events: int, port: int = 8391) -> dict[str, object]:
 
 
 def latency(people: int, port: int = 8392, records: int = 1000) -> dict[str, object]:
+    from benchmarks.api import prepared
     from c360_pipelines.config import load_config
     from c360_pipelines.events import last_seq
     from c360_pipelines.identity import resolve_identities
-    from c360_pipelines.runner import dagster_home
     from c360_pipelines.profiles import build_profiles
+    from c360_pipelines.runner import dagster_home
     from resources.warehouse import WarehouseResource
-
-    from benchmarks.api import prepared
 
     project = prepared(people)  # the same project the API benchmark reads; run that one first
     config = load_config(write_config(project, "", port))

@@ -137,7 +137,7 @@ def main() -> None:
         for backend in args.backends:
             child = subprocess.run(
                 [sys.executable, __file__, "--child", str(rows), backend],
-                capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
             )
             if child.returncode != 0:
                 sys.exit(f"benchmark {rows} rows on {backend} failed:\n{child.stderr[-3000:]}")

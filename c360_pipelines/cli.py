@@ -288,7 +288,7 @@ def events_deliver(config: ConfigOption = None) -> None:
     console.print(f"queued {report.queued:,}, delivered {report.delivered:,}, failed {report.failed:,} "
                   f"(dead-lettered {report.dead_lettered:,}), waiting {report.waiting:,} in {report.seconds:.1f}s",
                   highlight=False)
-    for subscriber, error in report.errors.items():
+    for error in report.errors.values():
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
     if report.errors:
         raise typer.Exit(code=2)
@@ -434,7 +434,14 @@ def label(
     """Answer whether the pairs the model is least sure about are the same person; `c360 train` learns from it."""
     import getpass
 
-    from c360_pipelines.identity import DISTINCT, MATCH, export_dedupe_training, record_fields, save_label, uncertain_pairs
+    from c360_pipelines.identity import (
+        DISTINCT,
+        MATCH,
+        export_dedupe_training,
+        record_fields,
+        save_label,
+        uncertain_pairs,
+    )
     from resources.warehouse import WarehouseResource
 
     project = _load(config)

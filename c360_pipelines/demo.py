@@ -460,4 +460,4 @@ def _write_people(path: Path, population: list[Person]) -> None:
                       "address_line1", "city", "region", "postal_code", "tags"], rows)
 
 
-__all__ = ["write_demo", "generate_people", "DemoSummary", "Person", "replace"]
+__all__ = ["DemoSummary", "Person", "generate_people", "replace", "write_demo"]

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import urllib3
 import sqlalchemy as sa
+import urllib3
 from standardwebhooks.webhooks import Webhook
 
 from c360_pipelines.config import C360Config, SubscriberConfig
@@ -145,7 +145,7 @@ def deliver_pending(warehouse: WarehouseResource, config: C360Config, now: dt.da
         for subscriber in config.subscribers:
             try:
                 signer = Webhook(subscriber.signing_secret())
-            except Exception as error:  # a missing env var or a malformed secret: report it, deliver the others
+            except Exception as error:  # noqa: BLE001 (a missing env var or a malformed secret: report it, deliver the others)
                 report.errors[subscriber.name] = str(error)
                 continue
             blocked: dict[str, int] = {}

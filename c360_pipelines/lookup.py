@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import math
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -323,6 +324,6 @@ def _plain(value: Any) -> Any:
         return None
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return None
     return value

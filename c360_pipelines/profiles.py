@@ -12,10 +12,10 @@ import datetime as dt
 import hashlib
 import json
 import time
-from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,16 @@ import sqlalchemy as sa
 from c360_pipelines.config import C360Config
 from c360_pipelines.core.events import ProfileState
 from c360_pipelines.core.insights import compute_insights, parse_insights
-from c360_pipelines.events import record_profile_events
 from c360_pipelines.core.survive import (
-    ProfileInput, Rule, build_profiles as survive, content_hashes, spelling_population,
+    ProfileInput,
+    Rule,
+    content_hashes,
+    spelling_population,
 )
+from c360_pipelines.core.survive import (
+    build_profiles as survive,
+)
+from c360_pipelines.events import record_profile_events
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import MODELS, PROFILE_MODELS, TABLES, columns_of
 from resources.warehouse import WarehouseResource, read_sql

@@ -18,8 +18,15 @@ import pandas as pd
 import sqlalchemy as sa
 
 from c360_pipelines.config import ConfigError
-from c360_pipelines.model import MODELS, PROFILE_MODELS, PROFILE_STATE_MODELS, TABLES, columns_of, date_columns, datetime_columns
-
+from c360_pipelines.model import (
+    MODELS,
+    PROFILE_MODELS,
+    PROFILE_STATE_MODELS,
+    TABLES,
+    columns_of,
+    date_columns,
+    datetime_columns,
+)
 
 INSERT_CHUNK_ROWS = 50_000
 ANALYZE_AFTER_ROWS = 1_000

@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 
 from c360_pipelines.core.expressions import (
-    And, Compare, ExpressionError, Member, holds, mask, parse_condition, parse_insight,
+    And,
+    Compare,
+    ExpressionError,
+    Member,
+    holds,
+    mask,
+    parse_condition,
+    parse_insight,
 )
 from c360_pipelines.core.insights import compute_insights, insight_values, parse_insights
 

@@ -90,7 +90,7 @@ def test_explain_names_the_guard_that_keeps_twins_apart(resolved: tuple[C360Conf
                            f"{a.source}:{a.source_record_id}", f"{b.source}:{b.source_record_id}")
         if why.guard:
             assert not why.same_person and why.guard == "name_conflict"
-            assert dict((f, lv) for f, lv, _ in why.fields)["first_name"] == "different"
+            assert {f: lv for f, lv, _ in why.fields}["first_name"] == "different"
             return
     pytest.fail("no twin pair was compared: the demo should contain twins sharing a surname and an address")
 

@@ -11,8 +11,8 @@ from assets.profiles import GOLDEN_KEY
 from assets.sources import raw_key, staged_key
 from c360_pipelines.config import C360Config
 from c360_pipelines.definitions import build_definitions
-from c360_pipelines.sensors import DOWNSTREAM, WRITES_TAG, build_batch_sensor
 from c360_pipelines.runner import run_pipeline
+from c360_pipelines.sensors import DOWNSTREAM, WRITES_TAG, build_batch_sensor
 from resources.warehouse import WarehouseResource
 from tests.conftest import CRM_SOURCE, write_project
 

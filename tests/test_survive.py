@@ -7,8 +7,16 @@ import json
 import pandas as pd
 
 from c360_pipelines.core.survive import (
-    OK, PLACEHOLDER, ProfileInput, Rule, build_profiles, choose, content_hashes, contact_candidates,
-    scalar_candidates, spelling_population,
+    OK,
+    PLACEHOLDER,
+    ProfileInput,
+    Rule,
+    build_profiles,
+    choose,
+    contact_candidates,
+    content_hashes,
+    scalar_candidates,
+    spelling_population,
 )
 
 SOURCES = ["crm", "shop", "support", "loyalty"]

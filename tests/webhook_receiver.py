@@ -37,7 +37,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+            def do_POST(self) -> None:
                 expected = int(self.headers["content-length"])
                 raw = self.rfile.read(expected)
                 if len(raw) < expected:  # the sender died mid-request: nothing was delivered
