@@ -85,6 +85,13 @@ def test_time_zones_are_converted_to_utc() -> None:
     assert parsed.tolist() == [pd.Timestamp("2024-06-01 10:00:00")] * 2
 
 
+def test_a_street_name_that_is_also_a_street_type_keeps_its_name() -> None:
+    folded = std.fold_address_line(values("5 Pine Street", "9 Park Avenue South", "1 North Spring Road Suite 4",
+                                          "22 Oak Ave", "9 Park Avenue S", "12 Main Street Apt 4"))
+    assert folded.tolist() == ["5 PINE ST", "9 PARK AVE S", "1 N SPRING RD STE 4", "22 OAK AVE", "9 PARK AVE S",
+                               "12 MAIN ST APT 4"]
+
+
 def test_address_lines_fold_usps_abbreviations_so_variants_agree() -> None:
     folded = std.fold_address_line(values("12 North Main Street, Apartment 4", "12 N. Main St. Apt 4"))
     assert folded.tolist() == ["12 N MAIN ST APT 4", "12 N MAIN ST APT 4"]

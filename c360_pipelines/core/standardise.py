@@ -285,8 +285,27 @@ _PHRASE_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _PHRASES), 
 
 
 def _abbreviate_words(line: str) -> str:
+    """Abbreviate by position, as Pub 28 does: the street type is the last word of the street (PINE in '5 Pine
+    St' is a name, not a suffix), a directional comes first or last, and the unit words follow the street."""
     line = _PHRASE_PATTERN.sub(lambda match: _PHRASES[match.group(1)], line)
-    return " ".join(_LINE_WORDS.get(word, word) for word in line.split(" "))
+    words = line.split(" ")
+    unit = next((n for n, word in enumerate(words) if word in _UNIT_WORDS), len(words))
+    street = words[:unit]
+    first = 1 if street and street[0][:1].isdigit() else 0
+    last = len(street) - 1
+    if last > first and street[last] in _DIRECTIONAL_WORDS:
+        street[last] = _DIRECTIONALS.get(street[last], street[last])
+        last -= 1
+    if last > first and street[first] in _DIRECTIONAL_WORDS:
+        street[first] = _DIRECTIONALS.get(street[first], street[first])
+    if last > first:
+        street[last] = _STREET_TYPES.get(street[last], street[last])
+    return " ".join(street + [_OCCUPANCY.get(word, word) for word in words[unit:]])
+
+
+# each word as written in full or already abbreviated
+_UNIT_WORDS = {*_OCCUPANCY, *_OCCUPANCY.values(), "#"}
+_DIRECTIONAL_WORDS = {*_DIRECTIONALS, *_DIRECTIONALS.values()}
 
 
 def standardise_city(raw: pd.Series) -> pd.Series:
