@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from c360_pipelines import __version__
 from c360_pipelines.config import MatchConfig
 from c360_pipelines.core import block, compare, link, score
 from c360_pipelines.core.cluster import Clustering, cluster_records
 from c360_pipelines.core.ids import assign_ids
-from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input
+from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input, record_key
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import TABLES
-from resources.warehouse import WarehouseResource
+from resources.warehouse import WarehouseResource, fill_temporary_table
 
 KEEP_PROBABILITY = 0.01
 FULL, INCREMENTAL = "full", "incremental"
@@ -181,7 +182,7 @@ def _resolve_all(warehouse: WarehouseResource, config: MatchConfig, model: score
         warehouse.insert_rows("identity_guard", guards, connection)
         warehouse.insert_rows("id_change", assignment.changes.assign(changed_at=now), connection)
         warehouse.insert_rows("identity_membership", versions, connection)
-        _record_run(warehouse, connection, FULL, fingerprint, len(records), len(records), len(records), now)
+        _record_run(connection, FULL, fingerprint, len(records), len(records), len(records), now)
     return _report(warehouse, len(records), decided, assignment.changes, len(guards), FULL, len(records))
 
 
@@ -193,51 +194,20 @@ def _resolve_changed(warehouse: WarehouseResource, config: MatchConfig, model: s
     records = prepared.data.records
     keys = records["record_key"].to_numpy()
     previous_xref = _with_record_keys(warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref"))
+    previous_id = previous_xref.set_index("record_key")["c360_id"]
     resolved = _with_record_keys(warehouse.read_frame("SELECT source, source_record_id, batch_id FROM identity_membership"))
     current = _with_record_keys(versions)
-    compared = current.merge(resolved[["record_key", "batch_id"]], on="record_key", how="outer",
-                             suffixes=("", "_resolved"), indicator=True)
-    changed = compared.loc[(compared["_merge"] == "left_only") | ((compared["_merge"] == "both") & (
-        compared["batch_id"] != compared["batch_id_resolved"])), "record_key"]
-    removed = compared.loc[compared["_merge"] == "right_only", "record_key"]
-    previous_id = previous_xref.set_index("record_key")["c360_id"]
-    # a record identity never placed (a failed run, an older c360) is resolved again too
-    unplaced = records.loc[~records["record_key"].isin(previous_id.index), "record_key"]
-    start = pd.Index(changed).union(pd.Index(unplaced))
+    start, removed = _changed_records(current, resolved, keys, previous_id)
     if start.empty and removed.empty:
         with warehouse.transaction() as connection:
-            _record_run(warehouse, connection, INCREMENTAL, fingerprint, len(records), records_at_full, 0, now)
+            _record_run(connection, INCREMENTAL, fingerprint, len(records), records_at_full, 0, now)
         nothing = pd.DataFrame({"linked": pd.Series(dtype=bool), "guard": pd.Series(dtype=object)})
         return _report(warehouse, len(records), nothing, pd.DataFrame(columns=["change"]), 0, INCREMENTAL, 0)
-
-    position = pd.Series(np.arange(len(keys)), index=keys)
-    person_of = previous_id.reindex(keys).reset_index(drop=True)
-    in_scope = np.zeros(len(keys), dtype=bool)
-    in_scope[position.reindex(start).dropna().astype(int).to_numpy()] = True
-    people = set(previous_id.reindex(start.union(pd.Index(removed))).dropna())
-    pairs = prepared.candidates.pairs
-    left, right = pairs["i"].to_numpy(), pairs["j"].to_numpy()
-    seen = np.zeros(len(pairs), dtype=bool)
-    decided_parts = []
-    for _ in range(MAX_SCOPE_ROUNDS):
-        in_scope |= person_of.isin(people).to_numpy()  # hashed: np.isin on strings sorts, seconds at 100k
-        touching = (in_scope[left] | in_scope[right]) & ~seen
-        seen |= touching
-        if touching.any():
-            decided_parts.append(score_and_decide(prepared, model, config, pairs=pairs[touching]))
-        linked = pd.concat(decided_parts).query("linked") if decided_parts else pairs.iloc[:0]
-        ends = np.concatenate([linked["i"].to_numpy(), linked["j"].to_numpy()]).astype(int)
-        reached = set(person_of.iloc[ends[~in_scope[ends]]].dropna()) - people
-        outside_unplaced = ends[~in_scope[ends]]
-        if not reached and not len(outside_unplaced):
-            break
-        people |= reached
-        in_scope[outside_unplaced] = True
-    else:
+    grown = _grow_scope(prepared, model, config, keys, previous_id, start, removed)
+    if grown is None:
         return None
+    in_scope, people, decided = grown
 
-    decided = pd.concat(decided_parts, ignore_index=True) if decided_parts else score_and_decide(
-        prepared, model, config, pairs=pairs.iloc[:0])
     clustering = _cluster(prepared, model, config, decided)
     scope_keys = keys[in_scope]
     clusters = pd.DataFrame({"record_key": scope_keys, "cluster": clustering.labels[in_scope]})
@@ -249,10 +219,13 @@ def _resolve_changed(warehouse: WarehouseResource, config: MatchConfig, model: s
     guards = _guard_rows(prepared.candidates.too_common.iloc[:0], clustering.guard_events, now)
     touched = pd.Index(scope_keys).union(pd.Index(removed))
     with warehouse.transaction() as connection:
-        _fill_scope(connection, touched, assignment.ids["c360_id"])
-        connection.exec_driver_sql(f"DELETE FROM xref WHERE {_IN_SCOPE.format(a='source', b='source_record_id')}")
-        connection.exec_driver_sql(f"DELETE FROM identity_membership WHERE "
-                                   f"{_IN_SCOPE.format(a='source', b='source_record_id')}")
+        fill_temporary_table(connection, SCOPE, pd.DataFrame({"record_key": touched}).assign(
+            source=lambda f: f["record_key"].str.partition(RECORD_KEY_SEPARATOR)[0],
+            source_record_id=lambda f: f["record_key"].str.partition(RECORD_KEY_SEPARATOR)[2]), key="record_key")
+        fill_temporary_table(connection, SCOPE_IDS, assignment.ids[["c360_id"]].drop_duplicates(), key="c360_id")
+        in_scope_records = f"(source, source_record_id) IN (SELECT source, source_record_id FROM {SCOPE})"
+        connection.exec_driver_sql(f"DELETE FROM xref WHERE {in_scope_records}")
+        connection.exec_driver_sql(f"DELETE FROM identity_membership WHERE {in_scope_records}")
         connection.exec_driver_sql(f"DELETE FROM identity_link WHERE record_a IN (SELECT record_key FROM {SCOPE}) "
                                    f"OR record_b IN (SELECT record_key FROM {SCOPE})")
         connection.exec_driver_sql(f"DELETE FROM ids WHERE c360_id IN (SELECT c360_id FROM {SCOPE_IDS})")
@@ -263,29 +236,55 @@ def _resolve_changed(warehouse: WarehouseResource, config: MatchConfig, model: s
         warehouse.insert_rows("id_change", assignment.changes.assign(changed_at=now), connection)
         warehouse.insert_rows("identity_membership", versions[current["record_key"].isin(scope_keys).to_numpy()],
                               connection)
-        _record_run(warehouse, connection, INCREMENTAL, fingerprint, len(records), records_at_full, len(scope_keys),
-                    now)
+        _record_run(connection, INCREMENTAL, fingerprint, len(records), records_at_full, len(scope_keys), now)
     return _report(warehouse, len(records), decided, assignment.changes, len(guards), INCREMENTAL, len(scope_keys))
 
 
 SCOPE, SCOPE_IDS = "identity_scope", "identity_scope_ids"
-_IN_SCOPE = f"({{a}}, {{b}}) IN (SELECT source, source_record_id FROM {SCOPE})"
 
 
-def _fill_scope(connection: sa.Connection, record_keys: pd.Index, c360_ids: pd.Series) -> None:
-    """Temporary tables of the records and IDs being rewritten, private to this connection."""
-    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SCOPE} "
-                               "(record_key VARCHAR PRIMARY KEY, source VARCHAR, source_record_id VARCHAR)")
-    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SCOPE_IDS} (c360_id VARCHAR PRIMARY KEY)")
-    connection.exec_driver_sql(f"DELETE FROM {SCOPE}")
-    connection.exec_driver_sql(f"DELETE FROM {SCOPE_IDS}")
-    rows = [{"k": key, "s": key.partition(RECORD_KEY_SEPARATOR)[0], "r": key.partition(RECORD_KEY_SEPARATOR)[2]}
-            for key in record_keys]
-    if rows:
-        connection.execute(sa.text(f"INSERT INTO {SCOPE} VALUES (:k, :s, :r)"), rows)
-    ids = [{"id": c360_id} for c360_id in sorted(set(c360_ids))]
-    if ids:
-        connection.execute(sa.text(f"INSERT INTO {SCOPE_IDS} VALUES (:id)"), ids)
+def _changed_records(current: pd.DataFrame, resolved: pd.DataFrame, keys: np.ndarray,
+                     previous_id: pd.Series) -> tuple[pd.Index, pd.Index]:
+    """Records to start from (new, of a newer version than the one resolved, or never placed by a run that
+    failed) and records that are gone, by record key."""
+    compared = current.merge(resolved[["record_key", "batch_id"]], on="record_key", how="outer",
+                             suffixes=("", "_resolved"), indicator=True)
+    newer = (compared["_merge"] == "both") & (compared["batch_id"] != compared["batch_id_resolved"])
+    changed = compared.loc[(compared["_merge"] == "left_only") | newer, "record_key"]
+    removed = compared.loc[compared["_merge"] == "right_only", "record_key"]
+    unplaced = pd.Index(keys).difference(previous_id.index)
+    return pd.Index(changed).union(unplaced), pd.Index(removed)
+
+
+def _grow_scope(prepared: Prepared, model: score.MatchModel, config: MatchConfig, keys: np.ndarray,
+                previous_id: pd.Series, start: pd.Index,
+                removed: pd.Index) -> tuple[np.ndarray, set[str], pd.DataFrame] | None:
+    """From the starting records and the people of the starting and removed records, add every person a
+    scored link reaches until no link leaves the set. Returns which records are in it, their people's IDs and
+    every candidate pair that touches it, decided; None if it has not settled after MAX_SCOPE_ROUNDS."""
+    position = pd.Series(np.arange(len(keys)), index=keys)
+    person_of = previous_id.reindex(keys).reset_index(drop=True)
+    in_scope = np.zeros(len(keys), dtype=bool)
+    in_scope[position.reindex(start).dropna().astype(int).to_numpy()] = True
+    people = set(previous_id.reindex(start.union(removed)).dropna())
+    pairs = prepared.candidates.pairs
+    left, right = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    seen = np.zeros(len(pairs), dtype=bool)
+    decided = [score_and_decide(prepared, model, config, pairs=pairs.iloc[:0])]
+    for _ in range(MAX_SCOPE_ROUNDS):
+        in_scope |= person_of.isin(people).to_numpy()  # hashed: np.isin on strings sorts, seconds at 100k
+        touching = (in_scope[left] | in_scope[right]) & ~seen
+        seen |= touching
+        if touching.any():
+            decided.append(score_and_decide(prepared, model, config, pairs=pairs[touching]))
+        linked = pd.concat(decided, ignore_index=True).query("linked")
+        ends = np.concatenate([linked["i"].to_numpy(), linked["j"].to_numpy()]).astype(int)
+        outside = ends[~in_scope[ends]]
+        if not len(outside):
+            return in_scope, people, pd.concat(decided, ignore_index=True)
+        people |= set(person_of.iloc[outside].dropna())
+        in_scope[outside] = True
+    return None
 
 
 def _cluster(prepared: Prepared, model: score.MatchModel, config: MatchConfig, decided: pd.DataFrame) -> Clustering:
@@ -308,17 +307,17 @@ def _link_rows(decided: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:
 
 
 def _with_record_keys(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(record_key=frame["source"] + RECORD_KEY_SEPARATOR + frame["source_record_id"])
+    return frame.assign(record_key=record_key(frame["source"], frame["source_record_id"]))
 
 
 def _resolution_fingerprint(config: MatchConfig, model_version: int, too_common: pd.DataFrame) -> str:
-    payload = json.dumps({"match": config.model_dump(mode="json"), "model": model_version,
+    payload = json.dumps({"match": config.model_dump(mode="json"), "model": model_version, "c360": __version__,
                           "too_common": sorted(too_common["value"].astype(str))}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _record_run(warehouse: WarehouseResource, connection: sa.Connection, mode: str, fingerprint: str, records: int,
-                records_at_full: int, resolved: int, now: dt.datetime) -> None:
+def _record_run(connection: sa.Connection, mode: str, fingerprint: str, records: int, records_at_full: int,
+                resolved: int, now: dt.datetime) -> None:
     connection.execute(TABLES["identity_run"].delete())
     connection.execute(TABLES["identity_run"].insert().values(
         resolved_at=now, mode=mode, fingerprint=fingerprint, records=records, records_at_full=records_at_full,

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from c360_pipelines import __version__
 from c360_pipelines.config import C360Config
 from c360_pipelines.core.events import ProfileState
 from c360_pipelines.core.insights import compute_insights, parse_insights
@@ -39,7 +39,7 @@ from c360_pipelines.core.survive import (
 from c360_pipelines.events import record_profile_events
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import MODELS, PROFILE_MODELS, TABLES, columns_of
-from resources.warehouse import WarehouseResource, read_sql
+from resources.warehouse import WarehouseResource, fill_temporary_table, read_sql
 
 PROFILE_TABLES = tuple(PROFILE_MODELS)
 
@@ -71,12 +71,8 @@ def rules_from(config: C360Config) -> dict[str, Rule]:
 
 def rules_fingerprint(config: C360Config) -> str:
     """What a profile depends on besides its records: a change here means every profile is rebuilt."""
-    try:
-        c360_version = version("c360")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        c360_version = "unknown"
     payload = json.dumps({"profile": config.profile.model_dump(mode="json"), "junk": sorted(config.match.junk_values),
-                          "source_order": list(config.source_order), "c360": c360_version,
+                          "source_order": list(config.source_order), "c360": __version__,
                           "format": PROFILE_FORMAT}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -227,11 +223,7 @@ def read_spellings(connection: sa.Connection) -> pd.DataFrame:
 
 
 def _fill_scope(connection: sa.Connection, ids: list[str]) -> None:
-    """A temporary table of the IDs being rebuilt, private to this connection, for the scoped reads and deletes."""
-    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {SCOPE_TABLE} (c360_id VARCHAR PRIMARY KEY)")
-    connection.exec_driver_sql(f"DELETE FROM {SCOPE_TABLE}")
-    if ids:
-        connection.execute(sa.text(f"INSERT INTO {SCOPE_TABLE} (c360_id) VALUES (:id)"), [{"id": i} for i in ids])
+    fill_temporary_table(connection, SCOPE_TABLE, pd.DataFrame({"c360_id": ids}, dtype=object), key="c360_id")
 
 
 def published_state(source: WarehouseResource | sa.Connection, scoped: bool = False) -> ProfileState:

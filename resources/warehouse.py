@@ -162,6 +162,18 @@ class WarehouseResource(dg.ConfigurableResource):
             return int(connection.execute(statement).scalar_one())
 
 
+def fill_temporary_table(connection: sa.Connection, name: str, frame: pd.DataFrame, key: str) -> None:
+    """A temporary table of text columns holding `frame`, private to this connection (created on first use,
+    emptied on each later one): the set of rows a scoped read or delete joins against."""
+    columns = ", ".join(f"{column} VARCHAR{' PRIMARY KEY' if column == key else ''}" for column in frame.columns)
+    connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({columns})")
+    connection.exec_driver_sql(f"DELETE FROM {name}")
+    if len(frame):
+        placeholders = ", ".join(f":{column}" for column in frame.columns)
+        connection.execute(sa.text(f"INSERT INTO {name} ({', '.join(frame.columns)}) VALUES ({placeholders})"),
+                           frame.astype(object).to_dict("records"))
+
+
 def read_sql(connection: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """A frame from plain SQL with `:name` parameters. On SQLite the query goes to the driver directly: the same
     values as through SQLAlchemy's rows, about four times faster (0.24 s instead of 0.89 s for 228k records)."""
