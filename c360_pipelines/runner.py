@@ -194,12 +194,15 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float]) -> 
         people = warehouse.scalar("SELECT COUNT(*) FROM ids WHERE status = 'active'")
         linked = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE linked")
         guarded = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE guard IS NOT NULL")
+        resolved = warehouse.scalar("SELECT records_resolved FROM identity_run")
         stages.append(StageSummary("identity", seconds["identity"], {
-            "source records": warehouse.count("xref"), "people (360 IDs)": int(people),
-            "linked pairs": int(linked), "pairs kept apart by a guard": int(guarded)}))
+            "source records": warehouse.count("xref"), "records (re)resolved this run": int(resolved or 0),
+            "people (360 IDs)": int(people), "linked pairs": int(linked),
+            "pairs kept apart by a guard": int(guarded)}))
     if "profiles" in seconds:
+        rebuilt = warehouse.scalar("SELECT profiles_built FROM profile_build")
         stages.append(StageSummary("profiles", seconds["profiles"], {
-            "golden profiles": warehouse.count("golden_profile"),
+            "golden profiles": warehouse.count("golden_profile"), "profiles (re)built this run": int(rebuilt or 0),
             "contact points": warehouse.count("profile_contact_points"),
             "insight values": warehouse.count("profile_insights")}))
     return stages

@@ -135,9 +135,12 @@ def test_a_new_batch_rebuilds_only_the_profiles_it_touches_and_agrees_with_a_ful
     (root / "data/crm/batch_3.csv").write_text(
         'Id,First,Last,Email,Phone,Address,Modified\n2,Bob,Jones,bob@example.org,,"5 Maple Ave, Austin, TX 73301",'
         "2024-09-01\n", encoding="utf-8")
-    run_pipeline(project, instance)  # type: ignore[arg-type]
+    summary = run_pipeline(project, instance)  # type: ignore[arg-type]
     assert warehouse.read_frame("SELECT mode, profiles_built FROM profile_build").to_dict("records") == [
         {"mode": "incremental", "profiles_built": 1}]
+    printed = {stage.name: stage.counts for stage in summary.stages}  # what `c360 run` shows
+    assert printed["profiles"]["profiles (re)built this run"] == 1
+    assert 2 <= printed["identity"]["records (re)resolved this run"] < printed["identity"]["source records"]
     bob = profile_of(warehouse, "crm", "2")
     assert (bob["address_line1"], bob["record_count"]) == ("5 MAPLE AVE", 2)  # address: most_recent
     assert warehouse.count("golden_profile") == 3
