@@ -24,7 +24,7 @@ from c360_pipelines.core.ids import assign_ids
 from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input, record_key
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import TABLES
-from resources.warehouse import WarehouseResource, fill_temporary_table
+from resources.warehouse import WarehouseResource, fill_temporary_table, indexes_rebuilt_after
 
 KEEP_PROBABILITY = 0.01
 FULL, INCREMENTAL = "full", "incremental"
@@ -173,8 +173,9 @@ def _resolve_all(warehouse: WarehouseResource, config: MatchConfig, model: score
     keys = records["record_key"].to_numpy()
     xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
     guards = _guard_rows(prepared.candidates.too_common, clustering.guard_events, now)
-    with warehouse.transaction() as connection:
-        for table in ("identity_link", "xref", "ids", "identity_membership"):
+    replaced = ("identity_link", "xref", "ids", "identity_membership")
+    with warehouse.transaction() as connection, indexes_rebuilt_after(connection, replaced):
+        for table in replaced:
             connection.execute(TABLES[table].delete())
         warehouse.insert_rows("identity_link", _link_rows(decided, keys), connection)
         warehouse.insert_rows("xref", xref, connection)

@@ -39,7 +39,7 @@ from c360_pipelines.core.survive import (
 from c360_pipelines.events import record_profile_events
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import MODELS, PROFILE_MODELS, TABLES, columns_of
-from resources.warehouse import WarehouseResource, fill_temporary_table, read_sql
+from resources.warehouse import WarehouseResource, fill_temporary_table, indexes_rebuilt_after, read_sql
 
 PROFILE_TABLES = tuple(PROFILE_MODELS)
 
@@ -155,10 +155,12 @@ def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.dat
     with warehouse.transaction() as connection:
         if scope is not None:
             _fill_scope(connection, scope)
-        for table, frame in frames.items():
-            where = "" if scope is None else f" WHERE c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})"
-            connection.exec_driver_sql(f'DELETE FROM "{table}"{where}')
-            warehouse.insert_rows(table, frame[columns_of(MODELS[table])], connection)
+        # a full build replaces whole tables: their indexes are built once, after the load
+        with indexes_rebuilt_after(connection, frames if scope is None else []):
+            for table, frame in frames.items():
+                where = "" if scope is None else f" WHERE c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})"
+                connection.exec_driver_sql(f'DELETE FROM "{table}"{where}')
+                warehouse.insert_rows(table, frame[columns_of(MODELS[table])], connection)
         events = record_profile_events(warehouse, connection, before, after, config, now)
         connection.exec_driver_sql('DELETE FROM "profile_build"')
         connection.execute(TABLES["profile_build"].insert().values(

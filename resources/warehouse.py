@@ -8,7 +8,7 @@ each backend's fast path (executemany on SQLite, COPY on PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -160,6 +160,18 @@ class WarehouseResource(dg.ConfigurableResource):
             statement = statement.where(target.c[column] == value)
         with self.engine.connect() as connection:
             return int(connection.execute(statement).scalar_one())
+
+
+@contextmanager
+def indexes_rebuilt_after(connection: sa.Connection, tables: Iterable[str]) -> Iterator[None]:
+    """Drop the tables' indexes for a bulk load and build them again after it: one index build after the load
+    beats a million B-tree inserts."""
+    indexes = [index for table in tables for index in TABLES[table].indexes]
+    for index in indexes:
+        index.drop(connection)
+    yield
+    for index in indexes:
+        index.create(connection)
 
 
 def fill_temporary_table(connection: sa.Connection, name: str, frame: pd.DataFrame, key: str) -> None:
