@@ -24,7 +24,7 @@ from c360_pipelines.core.conform import RAW_JSON, ROW_NUMBER, check_mapped_colum
 from c360_pipelines.core.standardise import TEXT
 from c360_pipelines.model import CANONICAL_MODELS, PERSON_TABLES, TABLES, columns_of, staged_table_name
 from resources.sources import RawBatch, reader_for
-from resources.warehouse import WarehouseResource
+from resources.warehouse import WarehouseResource, indexes_rebuilt_after
 
 
 @dataclass(frozen=True)
@@ -178,27 +178,23 @@ def rebuild_conformed(warehouse: WarehouseResource) -> dict[str, int]:
     with warehouse.transaction() as connection:
         for table in CANONICAL_MODELS:
             connection.execute(TABLES[table].delete())
-            # Whole tables are replaced: one index build after the load beats a million B-tree inserts.
-            for index in TABLES[table].indexes:
-                index.drop(connection)
-        connection.execute(sa.text(_latest_version_sql("individual", ("source", "source_record_id"), "updated_at")))
-        _create_indexes(connection, "individual")  # the contact-point joins below use them
+        # Whole tables are replaced, each table's indexes built once after its load; individual's first, as the
+        # contact-point loads join on them.
+        with indexes_rebuilt_after(connection, ["individual"]):
+            connection.execute(sa.text(_latest_version_sql("individual", ("source", "source_record_id"),
+                                                           "updated_at")))
         for table in PERSON_TABLES:
             if table != "individual":
-                connection.execute(sa.text(_belonging_to_current_individual_sql(table)))
-                _create_indexes(connection, table)
-        connection.execute(sa.text(_latest_version_sql("engagement", ("source", "engagement_id"), "occurred_at")))
-        _create_indexes(connection, "engagement")
+                with indexes_rebuilt_after(connection, [table]):
+                    connection.execute(sa.text(_belonging_to_current_individual_sql(table)))
+        with indexes_rebuilt_after(connection, ["engagement"]):
+            connection.execute(sa.text(_latest_version_sql("engagement", ("source", "engagement_id"),
+                                                           "occurred_at")))
         for table in CANONICAL_MODELS:
             counts[table] = int(
                 connection.execute(sa.select(sa.func.count()).select_from(TABLES[table])).scalar_one()
             )
     return counts
-
-
-def _create_indexes(connection: sa.Connection, table: str) -> None:
-    for index in TABLES[table].indexes:
-        index.create(connection)
 
 
 def _column_list(table: str, alias: str = "") -> str:
