@@ -30,7 +30,7 @@ from c360_pipelines.core.expressions import parse_condition
 from c360_pipelines.core.insights import parse_insights
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import TABLES
-from resources.warehouse import WarehouseResource, read_sql
+from resources.warehouse import WarehouseResource
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -46,16 +46,19 @@ def actions_from(config: C360Config) -> list[Action]:
     return [Action(a.name, a.on, parse_condition(a.when), a.emit, a.data) for a in config.actions]
 
 
-def record_profile_events(warehouse: WarehouseResource, connection: sa.Connection, before: ProfileState,
-                          after: ProfileState, config: C360Config, now: dt.datetime) -> int:
-    """Diff two profile states and append the events to the outbox, inside the caller's transaction."""
-    ids = read_sql(connection, "SELECT c360_id, status, merged_into FROM ids")
-    splits = read_sql(connection, "SELECT c360_id, related FROM id_change WHERE change = 'split'")
-    events = diff_profiles(before, after, ids, splits, parse_insights(config.profile.all_insights),
-                           actions_from(config), now)
+def profile_events(before: ProfileState, after: ProfileState, ids: pd.DataFrame, splits: pd.DataFrame,
+                   config: C360Config, now: dt.datetime) -> pd.DataFrame:
+    """The change events between two states of some profiles (see `core.events.diff_profiles`), without seq."""
+    return diff_profiles(before, after, ids, splits, parse_insights(config.profile.all_insights),
+                         actions_from(config), now)
+
+
+def append_events(warehouse: WarehouseResource, connection: sa.Connection, events: pd.DataFrame) -> int:
+    """Append events to the outbox, numbered after the last one, inside the caller's transaction."""
     if events.empty:
         return 0
     last = connection.execute(sa.select(sa.func.max(TABLES["events"].c.seq))).scalar() or 0
+    events = events.copy()
     events.insert(0, "seq", range(int(last) + 1, int(last) + 1 + len(events)))
     warehouse.insert_rows("events", events, connection)
     return len(events)

@@ -13,7 +13,7 @@ from assets.profiles import profile_checks
 from c360_pipelines.cli import app
 from c360_pipelines.config import C360Config, ConfigError, load_config
 from c360_pipelines.lookup import Customer360, NotFound
-from c360_pipelines.profiles import build_profiles
+from c360_pipelines.profiles import PART_TABLES, build_parts, build_profiles
 from c360_pipelines.runner import run_pipeline
 from resources.warehouse import WarehouseResource
 from tests.conftest import write_project
@@ -205,3 +205,32 @@ def test_a_bad_profile_rule_names_the_file_and_the_key(tmp_path: Path) -> None:
     config.write_text(SOURCES + "  source_priority: [crm, warehouse]\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"profile.source_priority: warehouse is not a person source"):
         load_config(config)
+
+
+def test_a_build_cut_into_parts_in_worker_processes_equals_one_built_whole(project: C360Config) -> None:
+    warehouse = WarehouseResource(url=project.warehouse)
+    whole = profile_tables(warehouse)
+    with warehouse.transaction() as connection:
+        for table in (*PART_TABLES, "events"):
+            connection.exec_driver_sql(f'DELETE FROM "{table}"')
+
+    report = build_profiles(warehouse, project, full=True, part_people=1, workers=2)
+
+    people = len(whole["golden_profile"])
+    assert people > 1 and (report.mode, report.rebuilt, report.events) == ("full", people, people)
+    assert sorted(warehouse.read_frame("SELECT type FROM events")["type"]) == ["profile.created"] * people
+    for table, frame in profile_tables(warehouse).items():
+        pd.testing.assert_frame_equal(frame.drop(columns="last_changed", errors="ignore"),
+                                      whole[table].drop(columns="last_changed", errors="ignore"),
+                                      check_dtype=False, obj=table)
+
+
+def test_parts_keep_a_merged_id_with_its_survivor_and_split_pieces_with_their_origin() -> None:
+    ids = pd.DataFrame({"c360_id": ["a", "b", "c", "d", "e", "f"],
+                        "status": ["active", "merged", "active", "active", "active", "active"],
+                        "merged_into": [None, "e", None, None, None, None]})
+    splits = pd.DataFrame({"c360_id": ["a"], "related": ["f"]})
+
+    parts = build_parts(["a", "b", "c", "d", "e", "f"], ids, splits, part_people=1)
+
+    assert parts == [["a", "f"], ["c"], ["d"], ["b", "e"]]

@@ -163,6 +163,18 @@ def _survivors(ids: pd.DataFrame) -> dict[str, str]:
     return result
 
 
+def event_anchors(c360_ids: Iterable[str], ids: pd.DataFrame, splits: pd.DataFrame) -> dict[str, str]:
+    """For each ID, the ID whose profile its merged or split event is about: a merged ID's survivor, a split
+    piece's origin (or that origin's survivor), else itself. Profiles diffed together must share an anchor."""
+    survivor_of = _survivors(ids)
+    anchors = {c360_id: survivor_of.get(c360_id, c360_id) for c360_id in c360_ids}
+    for origin, related in zip(splits["c360_id"], splits["related"].fillna(""), strict=True):
+        for piece in filter(None, str(related).split(",")):
+            if piece in anchors:
+                anchors[piece] = survivor_of.get(origin, origin)
+    return anchors
+
+
 def _split_origins(splits: pd.DataFrame, new: set[str]) -> dict[str, str]:
     """New IDs that came out of a split, mapped to the ID that split."""
     origin: dict[str, str] = {}
