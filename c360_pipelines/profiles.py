@@ -110,10 +110,10 @@ def load_profile_input(source: WarehouseResource | sa.Connection, scoped: bool =
     keys = records[["source", "source_record_id", "c360_id", "updated_at", "extracted_at"]]
 
     def with_keys(columns: str, table: str) -> pd.DataFrame:
-        scope = (f" JOIN {table} p ON p.source = x.source AND p.source_record_id = x.source_record_id"
-                 if scoped else "")
-        return read(f"SELECT p.source, p.source_record_id, {columns} FROM {xref if scoped else table} "
-                    f"{'x' if scoped else 'p'}{scope}").merge(keys, on=["source", "source_record_id"], how="inner")
+        rows = (f"{xref} x JOIN {table} p ON p.source = x.source AND p.source_record_id = x.source_record_id"
+                if scoped else f"{table} p")
+        return read(f"SELECT p.source, p.source_record_id, {columns} FROM {rows}").merge(
+            keys, on=["source", "source_record_id"], how="inner")
 
     emails = with_keys("p.email_raw, p.email, p.email_key, p.domain, p.is_valid", "contact_point_email")
     phones = with_keys("p.phone_raw, p.phone_e164, p.phone_type, p.is_valid", "contact_point_phone")
@@ -223,6 +223,7 @@ class BuiltPart:
 
 
 def build_inputs(connection: sa.Connection, url: str, config: C360Config, now: dt.datetime) -> BuildInputs:
+    """What every part needs besides its own people: merge and split history, and the spelling population."""
     # only merged IDs and what they point at: the events need nothing else, and every part gets a copy
     ids = read_sql(connection, "SELECT c360_id, status, merged_into FROM ids WHERE status = 'merged' "
                                "OR c360_id IN (SELECT merged_into FROM ids WHERE status = 'merged')")
