@@ -10,6 +10,7 @@ import dagster as dg
 
 from assets.conformed import conformed_key
 from c360_pipelines.config import C360Config
+from c360_pipelines.core.link import guard_status
 from c360_pipelines.identity import evaluate_on_held_out_labels, resolve_identities, train_match_model
 from c360_pipelines.model import PERSON_TABLES
 from resources.warehouse import WarehouseResource
@@ -55,7 +56,9 @@ def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
                           "recall": round(evaluation.recall, 4)})
         return dg.MaterializeResult(
             metadata={"version": version, "records": model.records, "candidate_pairs": model.trained_on_pairs,
-                      "prior": round(model.prior, 8)},
+                      "prior": round(model.prior, 8),
+                      **{f"{name} guard": status.reason
+                         for name, status in guard_status(config.match, model.field_conflicts).items()}},
             check_results=[check],
         )
 

@@ -155,8 +155,19 @@ def run_c360(project: Path) -> tuple[pd.DataFrame, dict[str, float]]:
         run_pipeline(config, instance, progress=lambda message: stamps.setdefault(message.split(":")[0], time.perf_counter()))
         total = time.perf_counter() - started
     identity = total - (stamps["identity"] - started)
-    xref = WarehouseResource(url=config.warehouse).read_frame("SELECT source, source_record_id, c360_id AS cluster FROM xref")
-    return xref, {"seconds_total": total, "seconds_identity": identity}
+    warehouse = WarehouseResource(url=config.warehouse)
+    xref = warehouse.read_frame("SELECT source, source_record_id, c360_id AS cluster FROM xref")
+    return xref, {"seconds_total": total, "seconds_identity": identity, "guards": guard_note(warehouse, config)}
+
+
+def guard_note(warehouse: object, config: object) -> str:
+    """Which guards stood down on this data (measured, `auto`), e.g. 'name_conflict off: first_name conflicts in ...'."""
+    from c360_pipelines.core.link import guard_status
+    from c360_pipelines.identity import latest_match_model
+
+    model = latest_match_model(warehouse)  # type: ignore[arg-type]
+    statuses = guard_status(config.match, model.field_conflicts if model else {})  # type: ignore[attr-defined]
+    return "; ".join(f"{name} {status.reason}" for name, status in statuses.items() if not status.in_force)
 
 
 def run_splink(frames: dict[str, pd.DataFrame], link_type: str) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -229,6 +240,7 @@ def measure(name: str, prepare: Callable[[Path], pd.DataFrame], splink: tuple[di
     predicted, timing = run_c360(project)
     scores = pairwise(truth, predicted)
     extra = hard_case_merges(project, truth, predicted) if name.startswith("demo") else ""
+    extra = "; ".join(note for note in (extra, str(timing.pop("guards"))) if note)
     rows.append({"data": name, "tool": "c360 (zero labels)", "records": len(truth), **scores, **timing, "notes": extra})
     if splink is not None:
         files, link_type = splink
@@ -252,7 +264,9 @@ def write_results(rows: list[dict[str, object]]) -> None:
         "c360 runs with zero labels through an ordinary c360.yaml; Splink 5 on DuckDB with the settings of its own",
         f"FEBRL examples, clustered at match probability {SPLINK_THRESHOLD}. `identity s` is the time from canonical",
         "tables to xref (for Splink: training, prediction and clustering). For the demo, the notes give the share of",
-        "people in each hard case who were merged with someone else. Run: `python benchmarks/identity.py [--large]`.",
+        "people in each hard case who were merged with someone else, and for every data set the guards that stood down",
+        "because the data showed their field to be noise (`auto`, see the README's identity section).",
+        "Run: `python benchmarks/identity.py [--large]`.",
         "",
         "| data | tool | records | precision | recall | F1 | false pairs | identity s | total s | notes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",

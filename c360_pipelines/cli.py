@@ -419,6 +419,8 @@ def explain(
                    "birth_date_conflict": "birth dates differ entirely: a parent and child of the same name"}
         console.print(f"guard: {why.guard} ({reasons.get(why.guard, 'see the docs')}) - not linked directly",
                       highlight=False)
+    for guard in why.guards_off:
+        console.print(f"guard {guard}", highlight=False)
     console.print(f"pair decision: {'linked' if why.linked else 'not linked'}"
                   + ("" if why.linked == why.same_person else " (the clustering decided otherwise, through the other records)"),
                   highlight=False)

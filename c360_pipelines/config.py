@@ -205,8 +205,9 @@ class MatchConfig(_Strict):
     max_block_size: int = Field(default=50, ge=2)
     max_cluster_size: int = Field(default=25, ge=2)
     junk_values: list[str] = Field(default_factory=lambda: list(DEFAULT_JUNK_VALUES))
-    name_conflict_guard: bool = True
-    birth_date_conflict_guard: bool = True
+    # "auto": on, unless the data shows the field is too noisy to veto a link (see core/link.py); true / false force it.
+    name_conflict_guard: bool | Literal["auto"] = "auto"
+    birth_date_conflict_guard: bool | Literal["auto"] = "auto"
 
 
 SURVIVORSHIP_STRATEGIES = ("source_priority", "most_recent", "most_frequent", "most_complete")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -129,7 +129,8 @@ def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchC
     if compared is None:
         compared = prepared.compared if pairs is None else compare.compare_pairs(prepared.data, pairs)
     model = score.rescaled(model, len(prepared.data))
-    return link.decide_links(prepared.data, compared, score.predict(model, compared), config)
+    guards = link.guards_in_force(config, model.field_conflicts)
+    return link.decide_links(prepared.data, compared, score.predict(model, compared), config, guards)
 
 
 def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: dt.datetime | None = None,
@@ -385,6 +386,7 @@ class Explanation:
     guard: str | None
     linked: bool
     fields: list[tuple[str, str, float]]  # comparison, level name, contribution in bits
+    guards_off: list[str] = field(default_factory=list)  # guards that do not veto on this data, with the reason
 
 
 def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: str, record_b: str) -> Explanation:
@@ -412,6 +414,8 @@ def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: st
         record_a, record_b, id_a is not None and id_a == id_b, (id_a, id_b), float(decided["probability"]),
         float(decided["match_weight"]), decided["rule"] if isinstance(decided["rule"], str) else None,
         decided["guard"] if isinstance(decided["guard"], str) else None, bool(decided["linked"]), fields,
+        [f"{name}: {status.reason}" for name, status in link.guard_status(config, model.field_conflicts).items()
+         if not status.in_force],
     )
 
 

@@ -18,7 +18,7 @@ from assets.conformed import conformed_key
 from assets.identity import IDS_KEY, LINKS_KEY, MODEL_KEY, XREF_KEY
 from assets.profiles import PROFILE_KEYS
 from assets.sources import batch_partitions, raw_key, staged_key
-from c360_pipelines.config import C360Config, ConfigError
+from c360_pipelines.config import C360Config, ConfigError, MatchConfig
 from c360_pipelines.definitions import build_definitions
 from resources.sources import BatchRef, FileDropReader, batches_to_run, reader_for
 from resources.warehouse import WarehouseResource
@@ -42,7 +42,7 @@ QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}
 class StageSummary:
     name: str
     seconds: float = 0.0
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int | str] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,7 +141,7 @@ def run_pipeline(
         profiles_started = time.perf_counter()
         materialize(list(PROFILE_KEYS), "golden profiles")
         seconds["profiles"] = time.perf_counter() - profiles_started
-    summary.stages = stage_summaries(warehouse, seconds)
+    summary.stages = stage_summaries(warehouse, seconds, config.match)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -166,7 +166,8 @@ def _raise_on_failure(result: dg.ExecuteInProcessResult, what: str) -> None:
     raise RuntimeError(f"{what} failed")
 
 
-def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float]) -> list[StageSummary]:
+def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float],
+                    match: MatchConfig | None = None) -> list[StageSummary]:
     """Per source run now: batches and rows read, staged and quarantined (all batches); then the canonical tables."""
     ledger = warehouse.read_frame(
         "SELECT source, COUNT(*) AS batches, SUM(rows_read) AS rows_read, SUM(rows_staged) AS rows_staged, "
@@ -198,7 +199,7 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float]) -> 
         stages.append(StageSummary("identity", seconds["identity"], {
             "source records": warehouse.count("xref"), "records (re)resolved this run": int(resolved or 0),
             "people (360 IDs)": int(people), "linked pairs": int(linked),
-            "pairs kept apart by a guard": int(guarded)}))
+            "pairs kept apart by a guard": int(guarded), **_guard_states(warehouse, match or MatchConfig())}))
     if "profiles" in seconds:
         rebuilt = warehouse.scalar("SELECT profiles_built FROM profile_build")
         stages.append(StageSummary("profiles", seconds["profiles"], {
@@ -206,6 +207,16 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float]) -> 
             "contact points": warehouse.count("profile_contact_points"),
             "insight values": warehouse.count("profile_insights")}))
     return stages
+
+
+def _guard_states(warehouse: WarehouseResource, match: MatchConfig) -> dict[str, int | str]:
+    """Each guard's state under the current model, and why (measured on the data, or configured)."""
+    from c360_pipelines.core.link import guard_status
+    from c360_pipelines.identity import latest_match_model
+
+    model = latest_match_model(warehouse)
+    conflicts = model.field_conflicts if model is not None else {}
+    return {f"{name} guard": status.reason for name, status in guard_status(match, conflicts).items()}
 
 
 def retrain(config: C360Config, instance: dg.DagsterInstance | None = None) -> tuple[int, object]:

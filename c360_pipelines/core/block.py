@@ -54,6 +54,8 @@ BLOCKING_KEYS: dict[str, KeyBuilder] = {
     "first_name_birth_date": _from_columns("first_name_norm", "birth_date"),
     "full_name_postal_code": _from_columns("first_name_norm", "last_name_norm", "postal_code"),
     "address": _from_columns("line1", "postal_code"),
+    "street_start_surname": _from_columns("street_start", "last_name_norm"),
+    "street_start_first_name": _from_columns("street_start", "first_name_norm"),
     "surname_sound_initial_postal_code": _sounds_like_surname_in_postcode,
     "full_name": _from_columns("first_name_norm", "last_name_norm"),
     "names_either_order": _from_columns("name_tokens"),

@@ -28,7 +28,8 @@ LEVELS: dict[str, dict[int, str]] = {
     "birth_date": {3: "same", 2: "one part differs or day/month swapped", 1: "same year", 0: "different"},
     "email": {2: "shared", 1: "one or two characters differ", 0: "different"},
     "phone": {2: "shared", 1: "one or two digits differ", 0: "different"},
-    "address": {3: "same street and postal code", 2: "similar street, same postal code", 1: "same postal code", 0: "different"},
+    "address": {3: "same street and postal code", 2: "similar street, same postal code or one typo away",
+                1: "same postal code", 0: "different"},
     "identifier": {2: "shared", 1: "one or two characters differ", 0: "different value of the same type"},
 }
 COMPARISONS = tuple(LEVELS)
@@ -102,12 +103,16 @@ def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _credit_swapped_names(out: pd.DataFrame, left: pd.DataFrame, right: pd.DataFrame) -> None:
-    """First and last name entered the wrong way round on one side: both count as similar, not different."""
-    crossed = (similarity(left["first_name_norm"], right["last_name_norm"]) >= 0.9) & (
-        similarity(left["last_name_norm"], right["first_name_norm"]) >= 0.9)
-    swapped = crossed & (out["first_name"].to_numpy() <= 1) & (out["last_name"].to_numpy() <= 1)
+    """First and last name entered the wrong way round on one side: the very same names count as the same,
+    names a typo apart as similar, not different."""
+    first_to_last = similarity(left["first_name_norm"], right["last_name_norm"])
+    last_to_first = similarity(left["last_name_norm"], right["first_name_norm"])
+    swapped = (first_to_last >= 0.9) & (last_to_first >= 0.9) & (out["first_name"].to_numpy() <= 1) & (
+        out["last_name"].to_numpy() <= 1)
+    exactly = swapped & (first_to_last == 1.0) & (last_to_first == 1.0)
     for name in ("first_name", "last_name"):
         out.loc[swapped, name] = np.maximum(out.loc[swapped, name], 1)
+        out.loc[exactly, name] = 3
 
 
 def _graded(a: pd.Series, b: pd.Series, sim: pd.Series, thresholds: tuple[float, float]) -> np.ndarray:
@@ -179,8 +184,11 @@ def _address_levels(data: MatchInput, pairs: pd.DataFrame, left: pd.DataFrame, r
     # Any of a record's addresses may match: a shared (line1, postal code) pair anywhere counts as the same place.
     places = data.addresses.assign(value=data.addresses["line1"] + "|" + data.addresses["postal_code"].fillna(""))
     shared_place, _ = _shared_value_levels(pairs, places[["rec", "value"]].drop_duplicates(), places["value"].value_counts())
+    # A postal code one keystroke off (2440 / 2404) on the same street is a typo, not a move.
+    postal_typo = _within_edits(left["postal_code"], right["postal_code"], 1)
     levels = np.select(
-        [(shared_place == 1) | (same_postal & same_street), missing, same_postal & (street_sim >= 0.85), same_postal],
+        [(shared_place == 1) | (same_postal & same_street), missing,
+         (same_postal | postal_typo) & (street_sim >= 0.85), same_postal],
         [3, MISSING, 2, 1],
         default=0,
     )
@@ -189,11 +197,15 @@ def _address_levels(data: MatchInput, pairs: pd.DataFrame, left: pd.DataFrame, r
 
 def _within_two_edits(left: pd.Series, right: pd.Series) -> np.ndarray:
     """Both present and at most two insertions, deletions, substitutions or transpositions apart."""
+    return _within_edits(left, right, 2)
+
+
+def _within_edits(left: pd.Series, right: pd.Series, edits: int) -> np.ndarray:
     if not len(left):
         return np.array([], dtype=bool)
-    edits = process.cpdist(left.fillna("").tolist(), right.fillna("").tolist(), scorer=DamerauLevenshtein.distance,
-                           workers=-1)
-    return (edits <= 2) & left.notna().to_numpy() & right.notna().to_numpy()
+    distance = process.cpdist(left.fillna("").tolist(), right.fillna("").tolist(), scorer=DamerauLevenshtein.distance,
+                              workers=-1)
+    return (distance <= edits) & left.notna().to_numpy() & right.notna().to_numpy()
 
 
 def _identifier_levels(data: MatchInput, pairs: pd.DataFrame) -> np.ndarray:

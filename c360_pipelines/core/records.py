@@ -59,6 +59,9 @@ def build_match_input(
     first_address = address_rows.drop_duplicates("rec").set_index("rec")
     records["line1"] = first_address["line1"].reindex(records.index)
     records["postal_code"] = first_address["postal_code"].reindex(records.index)
+    # House number and the first four letters of the street: survives a typo or a glued street type at the end
+    # (12 COLEBATCH PL / 12 COLEBATCHPLACE), which a key on the whole line does not.
+    records["street_start"] = records["line1"].str.extract(r"^(\S+ \S{1,4})", expand=False)
     records["birth_year"] = records["birth_date"].str[:4]
     records["first_initial"] = records["first_name_norm"].str[:1]
     records["last_initial"] = records["last_name_norm"].str[:1]

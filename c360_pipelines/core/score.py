@@ -12,7 +12,7 @@ is strong evidence, one held by forty is weak. The per-comparison terms are the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,8 @@ class MatchModel:
     prior: float
     records: int
     trained_on_pairs: int = 0
+    # Per guarded field: pairs that are surely one person, and how many of them conflict on that field.
+    field_conflicts: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -42,6 +44,7 @@ class MatchModel:
             "prior": self.prior,
             "records": self.records,
             "trained_on_pairs": self.trained_on_pairs,
+            "field_conflicts": {name: list(counts) for name, counts in self.field_conflicts.items()},
         }
 
     @classmethod
@@ -49,8 +52,10 @@ class MatchModel:
         def levels(raw: object) -> dict[str, dict[int, float]]:
             return {c: {int(k): float(v) for k, v in ls.items()} for c, ls in raw.items()}  # type: ignore[union-attr]
 
+        conflicts = {name: (int(pairs), int(conflicting))
+                     for name, (pairs, conflicting) in data.get("field_conflicts", {}).items()}  # type: ignore[attr-defined]
         return cls(levels(data["m"]), levels(data["u"]), float(data["prior"]), int(data["records"]),  # type: ignore[arg-type]
-                   int(data.get("trained_on_pairs", 0)))  # type: ignore[call-overload]
+                   int(data.get("trained_on_pairs", 0)), conflicts)  # type: ignore[call-overload]
 
 
 def random_pairs(count: int, records: int, seed: int = 360) -> pd.DataFrame:
@@ -127,12 +132,30 @@ def random_match_probability(compared: pd.DataFrame, records: int) -> float:
     return float(np.clip(anchored / ANCHOR_RECALL / all_pairs, 1.0 / all_pairs, 0.5))
 
 
+def field_conflicts(compared: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """For first name and birth date: how many candidate pairs are surely one person without that field (they
+    share an identifier and agree on the other of the two), and how many of those still conflict on it.
+
+    This is how noisy the field is in this data, measured where twins and households cannot blur it: they do
+    not share a loyalty or customer number. The guards read it (core/link.py).
+    """
+    shared_identifier = (compared["identifier"] == 2).to_numpy()
+    sure = {"first_name": shared_identifier & (compared["birth_date"] == 3).to_numpy(),
+            "birth_date": shared_identifier & (compared["first_name"] >= 2).to_numpy()}
+    counts = {}
+    for name, surely_one in sure.items():
+        levels = compared[name].to_numpy()
+        present = surely_one & (levels != MISSING)
+        counts[name] = (int(present.sum()), int((present & (levels == 0)).sum()))
+    return counts
+
+
 def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360, labeled_matches: pd.DataFrame | None = None) -> MatchModel:
     """u from random pairs, m from anchored candidate pairs (and pairs people labelled as matches), the prior
-    from how many pairs are anchored."""
+    from how many pairs are anchored, and how noisy the guarded fields are."""
     return MatchModel(m=estimate_m(compared, labeled_matches), u=estimate_u(data, seed=seed),
                       prior=random_match_probability(compared, len(data)), records=len(data),
-                      trained_on_pairs=len(compared))
+                      trained_on_pairs=len(compared), field_conflicts=field_conflicts(compared))
 
 
 def rescaled(model: MatchModel, records: int) -> MatchModel:
@@ -142,7 +165,7 @@ def rescaled(model: MatchModel, records: int) -> MatchModel:
     term-frequency weights use the current record count.
     """
     prior = float(np.clip(model.prior * model.records / max(records, 1), 1e-15, 0.5))
-    return MatchModel(model.m, model.u, prior, records, model.trained_on_pairs)
+    return MatchModel(model.m, model.u, prior, records, model.trained_on_pairs, model.field_conflicts)
 
 
 def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True) -> pd.DataFrame:

@@ -1,0 +1,92 @@
+"""The matching core on hand-made records: comparisons, blocking and the guards that measure the data."""
+
+import pandas as pd
+import pytest
+
+from c360_pipelines.config import MatchConfig
+from c360_pipelines.core import block, compare, link, score
+from c360_pipelines.core.records import MatchInput, build_match_input
+
+
+def match_input(*people: dict[str, str | None]) -> MatchInput:
+    """Records from dicts with first, last, birth_date, line1, postal_code and optionally ssn."""
+    ids = [f"r{n}" for n in range(len(people))]
+    individual = pd.DataFrame({
+        "source": "test", "source_record_id": ids,
+        "first_name_norm": [p.get("first") for p in people], "last_name_norm": [p.get("last") for p in people],
+        "birth_date": [p.get("birth_date") for p in people],
+    })
+    addresses = pd.DataFrame({"source": "test", "source_record_id": ids, "line1": [p.get("line1") for p in people],
+                              "postal_code": [p.get("postal_code") for p in people], "city": "PERTH"})
+    with_ssn = [(i, p["ssn"]) for i, p in zip(ids, people, strict=True) if p.get("ssn")]
+    identifiers = pd.DataFrame({"source": "test", "source_record_id": [i for i, _ in with_ssn],
+                                "identification_type": "ssn", "identifier": [s for _, s in with_ssn]})
+    no_contacts = pd.DataFrame(columns=["source", "source_record_id", "value", "is_valid"])
+    return build_match_input(individual, no_contacts.rename(columns={"value": "email_key"}),
+                             no_contacts.rename(columns={"value": "phone_e164"}), addresses, identifiers)
+
+
+def compared_pair(*two: dict[str, str | None]) -> pd.Series:
+    return compare.compare_pairs(match_input(*two), pd.DataFrame({"i": [0], "j": [1]})).iloc[0]
+
+
+def test_the_same_street_with_a_postal_code_one_keystroke_off_is_a_similar_address_not_a_different_one() -> None:
+    typo = compared_pair({"line1": "59 BOGAN PL", "postal_code": "2440"}, {"line1": "59 BOGAN PL", "postal_code": "2404"})
+    moved = compared_pair({"line1": "59 BOGAN PL", "postal_code": "2440"}, {"line1": "59 BOGAN PL", "postal_code": "3121"})
+    assert typo["address"] == 2
+    assert moved["address"] == 0
+
+
+def test_first_and_last_name_exactly_swapped_count_as_the_same_names() -> None:
+    swapped = compared_pair({"first": "danny", "last": "stephenson"}, {"first": "stephenson", "last": "danny"})
+    near = compared_pair({"first": "danny", "last": "stephenson"}, {"first": "stephensen", "last": "danny"})
+    assert (swapped["first_name"], swapped["last_name"]) == (3, 3)
+    assert (near["first_name"], near["last_name"]) == (1, 1)
+
+
+def test_a_glued_street_type_does_not_hide_the_same_street_from_blocking() -> None:
+    data = match_input({"first": "joshua", "last": "berry", "line1": "95 LEAHY PL", "postal_code": "6302"},
+                       {"first": "zachary", "last": "berry", "line1": "95 LEAHY LPLACE", "postal_code": "6320"})
+    assert block.candidate_pairs(data).pairs[["i", "j"]].values.tolist() == [[0, 1]]
+
+
+def sure_pairs(conflicting: int, agreeing: int) -> pd.DataFrame:
+    """Compared pairs that share an identifier and a birth date, `conflicting` of them with other first names."""
+    first_name = [0] * conflicting + [3] * agreeing
+    return pd.DataFrame({"identifier": 2, "birth_date": 3, "first_name": first_name})
+
+
+def test_field_conflicts_count_the_sure_pairs_that_still_disagree_on_the_field() -> None:
+    counts = score.field_conflicts(sure_pairs(conflicting=30, agreeing=170))
+    assert counts["first_name"] == (200, 30)
+    assert counts["birth_date"] == (170, 0)  # only pairs whose first names agree can tell about birth dates
+
+
+@pytest.mark.parametrize(("setting", "conflicts", "in_force"), [
+    ("auto", (1000, 170), False),  # one sure pair in six has another first name: the field is noise here
+    ("auto", (1000, 5), True),     # customer data: a shared loyalty number almost always has the same name
+    ("auto", (40, 20), True),      # too few sure pairs to tell: stay on
+    (True, (1000, 170), True),
+    (False, (1000, 0), False),
+])
+def test_the_name_guard_stands_down_only_where_the_data_shows_first_names_are_noise(
+        setting: bool | str, conflicts: tuple[int, int], in_force: bool) -> None:
+    config = MatchConfig(name_conflict_guard=setting)
+    status = link.guard_status(config, {"first_name": conflicts})[link.NAME_CONFLICT]
+    assert status.in_force is in_force
+    assert ("configuration" in status.reason) is (setting != "auto")
+
+
+def test_a_guard_that_stands_down_no_longer_vetoes_a_link() -> None:
+    data = match_input({"first": "erin", "last": "pernini", "birth_date": "1971-05-27", "line1": "32 LORIMER PL",
+                        "postal_code": "5167"},
+                       {"first": "elisha", "last": "pernini", "birth_date": "1971-05-27", "line1": "32 LORIMER PL",
+                        "postal_code": "5167"})
+    compared = compare.compare_pairs(data, pd.DataFrame({"i": [0], "j": [1]}))
+    scored = compared[["i", "j"]].assign(probability=0.999, match_weight=10.0,
+                                         **{f"w_{name}": 0.0 for name in compare.COMPARISONS})
+    config = MatchConfig()
+    guarded = link.decide_links(data, compared, scored, config, frozenset({link.NAME_CONFLICT}))
+    trusted = link.decide_links(data, compared, scored, config, frozenset())
+    assert guarded["guard"].tolist() == [link.NAME_CONFLICT] and not guarded["linked"].iloc[0]
+    assert trusted["guard"].isna().all() and trusted["linked"].iloc[0]
