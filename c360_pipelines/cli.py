@@ -433,17 +433,13 @@ def label(
                                                 "JSON training format instead of asking.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Answer whether the pairs the model is least sure about are the same person; `c360 train` learns from it."""
+    """Answer whether the pairs dedupe's active learner is most curious about are the same person; `c360 train`
+    learns from the answers."""
     import getpass
+    import itertools
 
-    from c360_pipelines.identity import (
-        DISTINCT,
-        MATCH,
-        export_dedupe_training,
-        record_fields,
-        save_label,
-        uncertain_pairs,
-    )
+    from c360_pipelines.identity import DISTINCT, MATCH, export_dedupe_training
+    from c360_pipelines.labeling import LABEL_FIELDS, RECORD, SAMPLE_RECORDS, ActiveLabeler
     from resources.warehouse import WarehouseResource
 
     project = _load(config)
@@ -454,27 +450,26 @@ def label(
         export.write_text(json.dumps(training, indent=2, ensure_ascii=False), encoding="utf-8")
         console.print(f"wrote {len(training[MATCH])} match and {len(training[DISTINCT])} distinct pair(s) to {export}")
         return
-    pairs = uncertain_pairs(warehouse, project.match, count)
-    if pairs.empty:
-        console.print("no unlabelled pairs to ask about: run `c360 run` first")
+    if warehouse.count("identity_link") == 0:
+        console.print("no records to ask about yet: run `c360 run` first")
         return
-    fields = record_fields(warehouse, sorted(set(pairs["record_a"]) | set(pairs["record_b"])))
+    with console.status(f"dedupe's active learner is reading a sample of up to {SAMPLE_RECORDS:,} records"):
+        labeler = ActiveLabeler(warehouse, project.match)
     answers = {"y": MATCH, "n": DISTINCT}
     labelled = 0
-    for number, pair in enumerate(pairs.itertuples(), start=1):
-        table = Table(title=f"pair {number} of {len(pairs)}: model probability {pair.probability:.3f}", title_justify="left")
+    for number, (first, second) in enumerate(itertools.islice(labeler.pairs(), count), start=1):
+        table = Table(title=f"pair {number} of at most {count}", title_justify="left")
         table.add_column("field")
-        table.add_column(pair.record_a)
-        table.add_column(pair.record_b)
-        a, b = fields.get(pair.record_a, {}), fields.get(pair.record_b, {})
-        for name in ("first_name", "last_name", "birth_date", "email", "phone", "address"):
-            table.add_row(name, str(a.get(name) or ""), str(b.get(name) or ""))
+        table.add_column(first[RECORD])
+        table.add_column(second[RECORD])
+        for name in LABEL_FIELDS:
+            table.add_row(name, str(first.get(name) or ""), str(second.get(name) or ""))
         console.print(table)
         answer = typer.prompt("Same person? (y)es / (n)o / (u)nsure / (f)inished", default="u").strip().lower()[:1]
         if answer == "f":
             break
         if answer in answers:
-            save_label(warehouse, pair.record_a, pair.record_b, answers[answer], getpass.getuser())
+            labeler.answer(first, second, answers[answer], getpass.getuser())
             labelled += 1
     total = warehouse.count("training_label")
     console.print(f"saved {labelled} label(s); {total} in all. Run `c360 train` to learn from them.")

@@ -24,7 +24,7 @@ from c360_pipelines.core.ids import assign_ids
 from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input, record_key
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import TABLES
-from resources.warehouse import WarehouseResource, fill_temporary_table, indexes_rebuilt_after
+from resources.warehouse import WarehouseResource, fill_temporary_table, indexes_rebuilt_after, read_sql
 
 KEEP_PROBABILITY = 0.01
 FULL, INCREMENTAL = "full", "incremental"
@@ -483,13 +483,13 @@ def split_labels(warehouse: WarehouseResource) -> tuple[pd.DataFrame, pd.DataFra
 
 def uncertain_pairs(warehouse: WarehouseResource, config: MatchConfig, count: int) -> pd.DataFrame:
     """Unlabelled scored pairs the model is least sure about: match weight closest to the link threshold."""
-    pairs = warehouse.read_frame(
-        "SELECT l.record_a, l.record_b, l.probability, l.match_weight, l.evidence FROM identity_link l "
+    threshold_weight = float(np.log2(config.threshold / (1 - config.threshold)))
+    return warehouse.read_frame(
+        "SELECT l.record_a, l.record_b, l.probability, l.match_weight FROM identity_link l "
         "LEFT JOIN training_label t ON t.record_a = l.record_a AND t.record_b = l.record_b "
-        "WHERE t.label IS NULL AND l.rule IS NULL")
-    threshold_weight = np.log2(config.threshold / (1 - config.threshold))
-    distance = (pairs["match_weight"] - threshold_weight).abs()
-    return pairs.assign(distance=distance).sort_values(["distance", "record_a", "record_b"]).head(count)
+        "WHERE t.label IS NULL AND l.rule IS NULL "
+        "ORDER BY ABS(l.match_weight - :threshold_weight), l.record_a, l.record_b LIMIT :count",
+        {"threshold_weight": threshold_weight, "count": int(count)})
 
 
 def save_label(warehouse: WarehouseResource, record_a: str, record_b: str, label: str, labeled_by: str) -> None:
@@ -501,14 +501,18 @@ def save_label(warehouse: WarehouseResource, record_a: str, record_b: str, label
 
 def record_fields(warehouse: WarehouseResource, keys: list[str]) -> dict[str, dict[str, object]]:
     """The fields a person needs to judge a pair (also dedupe's training-record form)."""
-    frame = warehouse.read_frame(
-        "SELECT i.source || ':' || i.source_record_id AS record, i.first_name, i.last_name, i.birth_date, "
-        "(SELECT MIN(e.email) FROM contact_point_email e WHERE e.source = i.source AND e.source_record_id = i.source_record_id) AS email, "
-        "(SELECT MIN(p.phone_e164) FROM contact_point_phone p WHERE p.source = i.source AND p.source_record_id = i.source_record_id) AS phone, "
-        "(SELECT MIN(a.line1 || ', ' || COALESCE(a.city, '') || ' ' || COALESCE(a.postal_code, '')) FROM contact_point_address a "
-        " WHERE a.source = i.source AND a.source_record_id = i.source_record_id) AS address "
-        "FROM individual i")
-    frame = frame[frame["record"].isin(keys)]
+    wanted = pd.DataFrame({"record_key": sorted(set(keys))})
+    wanted["source"] = wanted["record_key"].str.partition(RECORD_KEY_SEPARATOR)[0]
+    wanted["source_record_id"] = wanted["record_key"].str.partition(RECORD_KEY_SEPARATOR)[2]
+    with warehouse.engine.connect() as connection:
+        fill_temporary_table(connection, "record_fields_wanted", wanted, key="record_key")
+        frame = read_sql(connection,
+            "SELECT i.source || ':' || i.source_record_id AS record, i.first_name, i.last_name, i.birth_date, "
+            "(SELECT MIN(e.email) FROM contact_point_email e WHERE e.source = i.source AND e.source_record_id = i.source_record_id) AS email, "
+            "(SELECT MIN(p.phone_e164) FROM contact_point_phone p WHERE p.source = i.source AND p.source_record_id = i.source_record_id) AS phone, "
+            "(SELECT MIN(a.line1 || ', ' || COALESCE(a.city, '') || ' ' || COALESCE(a.postal_code, '')) FROM contact_point_address a "
+            " WHERE a.source = i.source AND a.source_record_id = i.source_record_id) AS address "
+            "FROM record_fields_wanted w JOIN individual i ON i.source = w.source AND i.source_record_id = w.source_record_id")
     return {row["record"]: {k: (None if pd.isna(v) else str(v)) for k, v in row.items() if k != "record"}
             for row in frame.to_dict("records")}
 

@@ -1,5 +1,6 @@
 """Labels: people answer the model's hardest questions, and the model learns from the answers."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -14,19 +15,28 @@ from c360_pipelines.config import C360Config, load_config
 from c360_pipelines.core.score import estimate_m
 from c360_pipelines.demo import write_demo
 from c360_pipelines.identity import save_label
+from c360_pipelines.labeling import RECORD, ActiveLabeler
 from c360_pipelines.runner import retrain, run_pipeline
 from resources.warehouse import WarehouseResource
+
+
+def resolve_demo(root: Path, warehouse_url: str | None = None) -> C360Config:
+    write_demo(root / "demo", people=200, seed=5)
+    if warehouse_url is not None:
+        config_path = root / "demo" / "c360.yaml"
+        config_path.write_text(config_path.read_text(encoding="utf-8").replace(
+            "warehouse: sqlite:///.c360/warehouse.db", f"warehouse: {warehouse_url}"), encoding="utf-8")
+    config = load_config(root / "demo" / "c360.yaml")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_pipeline(config, instance)
+    return config
 
 
 @pytest.fixture
 def resolved_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> C360Config:
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
-    write_demo(tmp_path / "demo", people=200, seed=5)
-    config = load_config(tmp_path / "demo" / "c360.yaml")
-    with dg.DagsterInstance.ephemeral() as instance:
-        run_pipeline(config, instance)
-    return config
+    return resolve_demo(tmp_path)
 
 
 def test_label_asks_about_uncertain_pairs_and_stores_the_answers(resolved_demo: C360Config) -> None:
@@ -35,6 +45,21 @@ def test_label_asks_about_uncertain_pairs_and_stores_the_answers(resolved_demo: 
     assert "Same person?" in result.output and "saved 2 label(s)" in result.output
     labels = WarehouseResource(url=resolved_demo.warehouse).read_frame("SELECT label FROM training_label ORDER BY label")
     assert labels["label"].tolist() == ["distinct", "match"]
+
+
+def test_dedupes_learner_starts_from_earlier_answers_and_never_asks_about_them_again(
+        tmp_path: Path, warehouse_url: str) -> None:
+    resolved_demo = resolve_demo(tmp_path, warehouse_url)
+    warehouse = WarehouseResource(url=resolved_demo.warehouse)
+    first, second = next(ActiveLabeler(warehouse, resolved_demo.match, sample_size=300).pairs())
+    ActiveLabeler(warehouse, resolved_demo.match, sample_size=300).answer(first, second, "distinct", "tester")
+
+    again = ActiveLabeler(warehouse, resolved_demo.match, sample_size=300)
+    taught = {frozenset((a[RECORD], b[RECORD])) for a, b in again.learner.training_pairs["distinct"]}
+    asked = {frozenset((a[RECORD], b[RECORD])) for a, b in itertools.islice(again.pairs(), 40)}
+    answered = frozenset((first[RECORD], second[RECORD]))
+    assert answered in taught
+    assert answered not in asked and len(asked) == 40
 
 
 def test_labels_export_to_dedupes_training_format(resolved_demo: C360Config, tmp_path: Path) -> None:
