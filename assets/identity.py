@@ -56,7 +56,7 @@ def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
                           "recall": round(evaluation.recall, 4)})
         return dg.MaterializeResult(
             metadata={"version": version, "records": model.records, "candidate_pairs": model.trained_on_pairs,
-                      "prior": round(model.prior, 8),
+                      "prior": round(model.prior, 8), "learned_from": model.learned_from,
                       **{f"{name} guard": status.reason
                          for name, status in guard_status(config.match, model.field_conflicts).items()}},
             check_results=[check],

@@ -22,6 +22,7 @@ from c360_pipelines.core import block, compare, link, score
 from c360_pipelines.core.cluster import Clustering, cluster_records
 from c360_pipelines.core.ids import assign_ids
 from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input, record_key
+from c360_pipelines.default_model import default_model
 from c360_pipelines.ingest import utc_now
 from c360_pipelines.model import TABLES
 from resources.warehouse import WarehouseResource, fill_temporary_table, indexes_rebuilt_after, read_sql
@@ -100,7 +101,7 @@ def train_match_model(warehouse: WarehouseResource, config: MatchConfig) -> tupl
     labels = split_labels(warehouse)[0]
     matches = labels[labels["label"] == MATCH]
     labeled = compared_for(prepared, matches[["record_a", "record_b"]]) if len(matches) else None
-    model = score.train(prepared.data, prepared.compared, labeled_matches=labeled)
+    model = score.train(prepared.data, prepared.compared, labeled_matches=labeled, fallback=default_model)
     with warehouse.transaction() as connection:
         latest = connection.execute(sa.select(sa.func.max(TABLES["match_model"].c.version))).scalar() or 0
         version = int(latest) + 1

@@ -138,7 +138,7 @@ FIRST_BATCH = {
     """,
     "data/shop/batch_1.csv": """
         Id,First,Last,Email,Phone
-        S1,Ann,Smith,,(415) 555-2671
+        S1,Ann,,,(415) 555-2671
     """,
     "data/loyalty/batch_0.csv": """
         Id,First,Last,Email,Phone
@@ -164,7 +164,7 @@ def test_a_batch_that_merges_two_people_and_changes_a_third_sends_exactly_those_
         ann_crm, ann_shop, bob = by_record["crm", "1"], by_record["shop", "S1"], by_record["crm", "2"]
         assert ann_crm != ann_shop
 
-        # the shop sends Ann's record again, now with her email: the two Anns are one person
+        # the shop sends Ann's record again, now with her surname and email: the two Anns are one person
         (tmp_path / "data/shop/batch_2.csv").write_text(
             "Id,First,Last,Email,Phone\nS1,Ann,Smith,ann.smith@example.org,(415) 555-2671\n", encoding="utf-8")
         (tmp_path / "data/crm/batch_2.csv").write_text(

@@ -90,3 +90,30 @@ def test_a_guard_that_stands_down_no_longer_vetoes_a_link() -> None:
     trusted = link.decide_links(data, compared, scored, config, frozenset())
     assert guarded["guard"].tolist() == [link.NAME_CONFLICT] and not guarded["linked"].iloc[0]
     assert trusted["guard"].isna().all() and trusted["linked"].iloc[0]
+
+
+def test_the_shipped_default_model_is_exactly_what_the_demo_generator_trains() -> None:
+    from c360_pipelines.default_model import DEFAULT_MODEL_PATH, model_json, train_default_model
+
+    assert DEFAULT_MODEL_PATH.read_text(encoding="utf-8") == model_json(train_default_model())
+
+
+def test_data_too_small_to_learn_from_is_scored_with_the_default_model_and_large_data_with_its_own() -> None:
+    from c360_pipelines.default_model import default_model
+
+    tiny = match_input({"first": "ann", "last": "smith", "birth_date": "1980-01-02"},
+                       {"first": "ann", "last": "smith", "birth_date": "1980-01-02"})
+    compared = compare.compare_pairs(tiny, pd.DataFrame({"i": [0], "j": [1]}))
+    borrowed = score.train(tiny, compared, fallback=default_model)
+    assert borrowed.learned_from == "default model" and borrowed.m == default_model().m
+    assert borrowed.records == 2
+    assert score.train(tiny, compared).learned_from == "data"  # without a fallback it learns what it can
+
+
+def test_a_value_shared_by_two_of_a_handful_of_records_is_still_strong_evidence() -> None:
+    from c360_pipelines.default_model import default_model
+
+    model = score.rescaled(default_model(), 4)
+    shared_email = pd.DataFrame({name: [compare.MISSING] for name in compare.COMPARISONS}).assign(
+        email=2, email_freq=2, phone_freq=0, first_name_freq=0, last_name_freq=0)
+    assert score.contributions(model, shared_email)["email"].iloc[0] > 5  # bits: 2 in 4 records would say ~0

@@ -23,6 +23,7 @@ from c360_pipelines.core.records import MatchInput
 # Comparisons whose top level is weighed by how common the shared value is.
 FREQUENCY_ADJUSTED = {"email": 2, "phone": 2, "first_name": 3, "last_name": 3}
 _EPSILON = 1e-6
+MIN_POPULATION = 1000
 
 
 @dataclass
@@ -36,6 +37,7 @@ class MatchModel:
     trained_on_pairs: int = 0
     # Per guarded field: pairs that are surely one person, and how many of them conflict on that field.
     field_conflicts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    learned_from: str = "data"  # or "default model": too few anchored pairs to learn m and u from this data
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -45,6 +47,7 @@ class MatchModel:
             "records": self.records,
             "trained_on_pairs": self.trained_on_pairs,
             "field_conflicts": {name: list(counts) for name, counts in self.field_conflicts.items()},
+            "learned_from": self.learned_from,
         }
 
     @classmethod
@@ -55,7 +58,8 @@ class MatchModel:
         conflicts = {name: (int(pairs), int(conflicting))
                      for name, (pairs, conflicting) in data.get("field_conflicts", {}).items()}  # type: ignore[attr-defined]
         return cls(levels(data["m"]), levels(data["u"]), float(data["prior"]), int(data["records"]),  # type: ignore[arg-type]
-                   int(data.get("trained_on_pairs", 0)), conflicts)  # type: ignore[call-overload]
+                   int(data.get("trained_on_pairs", 0)), conflicts,  # type: ignore[call-overload]
+                   str(data.get("learned_from", "data")))
 
 
 def random_pairs(count: int, records: int, seed: int = 360) -> pd.DataFrame:
@@ -150,9 +154,28 @@ def field_conflicts(compared: pd.DataFrame) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360, labeled_matches: pd.DataFrame | None = None) -> MatchModel:
+# Fewer anchored pairs than this cannot give m for seven comparisons; the data is then scored with `fallback`.
+MIN_ANCHORED_PAIRS = 50
+
+
+def anchored_pairs(compared: pd.DataFrame) -> int:
+    if not len(compared):
+        return 0
+    return int((sum(anchor(compared).astype(int) for anchor in _ANCHORS.values()) >= MIN_ANCHORS).sum())
+
+
+def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360, labeled_matches: pd.DataFrame | None = None,
+          fallback: Callable[[], MatchModel] | None = None) -> MatchModel:
     """u from random pairs, m from anchored candidate pairs (and pairs people labelled as matches), the prior
-    from how many pairs are anchored, and how noisy the guarded fields are."""
+    from how many pairs are anchored, and how noisy the guarded fields are.
+
+    Data too small to learn from (fewer than MIN_ANCHORED_PAIRS anchored pairs) takes m, u and the prior of
+    the `fallback` model, rescaled to its size, when one is given.
+    """
+    if fallback is not None and anchored_pairs(compared) < MIN_ANCHORED_PAIRS:
+        borrowed = rescaled(fallback(), len(data))
+        return MatchModel(borrowed.m, borrowed.u, borrowed.prior, len(data), trained_on_pairs=len(compared),
+                          field_conflicts=field_conflicts(compared), learned_from="default model")
     return MatchModel(m=estimate_m(compared, labeled_matches), u=estimate_u(data, seed=seed),
                       prior=random_match_probability(compared, len(data)), records=len(data),
                       trained_on_pairs=len(compared), field_conflicts=field_conflicts(compared))
@@ -161,11 +184,12 @@ def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360, labeled_mat
 def rescaled(model: MatchModel, records: int) -> MatchModel:
     """The model for a data set that has grown or shrunk since training.
 
-    Matches grow with the number of records, all pairs with its square, so the prior scales by old/new;
+    Matches grow with the number of records, all pairs with its square, so the prior scales by old/new (counting
+    at least MIN_POPULATION records: a small project is a sample of a larger population, not a world of its own);
     term-frequency weights use the current record count.
     """
-    prior = float(np.clip(model.prior * model.records / max(records, 1), 1e-15, 0.5))
-    return MatchModel(model.m, model.u, prior, records, model.trained_on_pairs, model.field_conflicts)
+    prior = float(np.clip(model.prior * max(model.records, MIN_POPULATION) / max(records, MIN_POPULATION), 1e-15, 0.5))
+    return MatchModel(model.m, model.u, prior, records, model.trained_on_pairs, model.field_conflicts, model.learned_from)
 
 
 def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True) -> pd.DataFrame:
@@ -178,12 +202,15 @@ def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted:
         for level, weight in weight_of.items():
             lookup[level + 1] = weight
         terms[name] = lookup[levels.astype(int) + 1]
-        if frequency_adjusted and name in FREQUENCY_ADJUSTED:
+        # How common a name is cannot be read off a handful of records (every name in four is "common").
+        names_countable = model.records >= MIN_POPULATION or name not in ("first_name", "last_name")
+        if frequency_adjusted and name in FREQUENCY_ADJUSTED and names_countable:
             top = FREQUENCY_ADJUSTED[name]
             freq = compared[f"{name}_freq"].to_numpy()
             shared = (levels == top) & (freq > 0)
-            # u for a specific shared value: the chance that a random other record holds that same value.
-            value_u = np.clip(freq / max(model.records, 2), _EPSILON, 1.0)
+            # u for a specific shared value: the chance that a random other record holds that same value. A few
+            # hundred records cannot show how rare a value is in the population: count at least MIN_POPULATION.
+            value_u = np.clip(freq / max(model.records, MIN_POPULATION), _EPSILON, 1.0)
             terms.loc[shared, name] = np.log2(model.m[name][top] / value_u[shared])
     return terms
 
