@@ -83,21 +83,35 @@ def prepare(data: MatchInput, config: MatchConfig, compare_all: bool = True) -> 
 def _without_values(data: MatchInput, values: frozenset[str]) -> MatchInput:
     if not values:
         return data
-    return MatchInput(
-        records=data.records,
+    return data.with_values(
         emails=data.emails[~data.emails["value"].isin(values)],
         phones=data.phones[~data.phones["value"].isin(values)],
         identifiers=data.identifiers[~data.identifiers["value"].isin(values)],
-        addresses=data.addresses,
     )
 
 
 # ------------------------------------------------------------------------------------------- model
 
 
-def train_match_model(warehouse: WarehouseResource, config: MatchConfig) -> tuple[int, score.MatchModel]:
+# The candidate pairs training compared, kept for the resolution that follows in the same process (the
+# identity assets run right after the model's): at 1M records blocking and comparing take a minute or more.
+_trained_on: dict[str, tuple[str, Prepared]] = {}
+
+
+def _input_fingerprint(data: MatchInput, config: MatchConfig) -> str:
+    """Everything `prepare` reads: the records and their values, and the settings that drop values."""
+    digest = hashlib.sha256(json.dumps([config.junk_values, config.max_block_size]).encode())
+    for frame in (data.records, data.emails, data.phones, data.identifiers, data.addresses):
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train_match_model(warehouse: WarehouseResource, config: MatchConfig,
+                      data: MatchInput | None = None) -> tuple[int, score.MatchModel]:
     """Train a new model version on the current canonical tables (and the training labels) and store it."""
-    prepared = prepare(load_match_input(warehouse), config)
+    data = data if data is not None else load_match_input(warehouse)
+    prepared = prepare(data, config)
+    _trained_on[warehouse.url] = (_input_fingerprint(data, config), prepared)
     labels = split_labels(warehouse)[0]
     matches = labels[labels["label"] == MATCH]
     labeled = compared_for(prepared, matches[["record_a", "record_b"]]) if len(matches) else None
@@ -144,10 +158,15 @@ def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: d
     values changed, or once the records grew by a tenth since the last full one (the model's prior depends on it).
     """
     now = now or utc_now()
+    data = load_match_input(warehouse)
     version, model = latest_match_model_version(warehouse)
     if model is None:
-        version, model = train_match_model(warehouse, config)
-    prepared = prepare(load_match_input(warehouse), config, compare_all=False)
+        version, model = train_match_model(warehouse, config, data)
+    fingerprint_of_input, trained = _trained_on.pop(warehouse.url, ("", None))
+    if trained is not None and fingerprint_of_input == _input_fingerprint(data, config):
+        prepared = trained  # every candidate pair is compared already
+    else:
+        prepared = prepare(data, config, compare_all=False)
     versions = warehouse.read_frame("SELECT source, source_record_id, batch_id FROM individual")
     fingerprint = _resolution_fingerprint(config, version, prepared.candidates.too_common)
     last = warehouse.read_frame("SELECT fingerprint, records_at_full FROM identity_run")
@@ -158,8 +177,9 @@ def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: d
                                   int(last["records_at_full"].iloc[0]), now)
         if report is not None:
             return report
-    prepared = Prepared(prepared.data, prepared.candidates,
-                        compare.compare_pairs(prepared.data, prepared.candidates.pairs))
+    if len(prepared.compared) != len(prepared.candidates.pairs):
+        prepared = Prepared(prepared.data, prepared.candidates,
+                            compare.compare_pairs(prepared.data, prepared.candidates.pairs))
     return _resolve_all(warehouse, config, model, prepared, versions, fingerprint, now)
 
 

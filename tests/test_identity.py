@@ -121,15 +121,19 @@ def test_lookup_of_an_unknown_record_is_a_clear_error(resolved: tuple[C360Config
 
 
 def test_two_common_names_a_letter_apart_are_different_names_not_a_typo() -> None:
-    import pandas as pd
+    import numpy as np
 
-    from c360_pipelines.core.compare import _first_name_levels
+    from c360_pipelines.core.compare import _first_name_levels, similarity
 
-    counts = pd.Series({"marc": 40, "mary": 60, "jonh": 1, "john": 80})
-    a, b = pd.Series(["marc", "jonh"]), pd.Series(["mary", "john"])
-    from c360_pipelines.core.compare import similarity
+    a, b = np.array(["marc", "jonh"], dtype=object), np.array(["mary", "john"], dtype=object)
+    code = {"marc": 0, "mary": 1, "jonh": 2, "john": 3}
+    records_with = {"marc": 40, "mary": 60, "jonh": 1, "john": 80}
 
-    levels = _first_name_levels(a, b, pd.Series(similarity(a, b)), counts)
+    def per_name(table: dict[str, int], names: np.ndarray) -> np.ndarray:
+        return np.array([table[name] for name in names])
+
+    levels = _first_name_levels(per_name(code, a), per_name(code, b), a, b, similarity(a, b),
+                                per_name(records_with, a), per_name(records_with, b))
     assert levels.tolist() == [0, 1]
 
 

@@ -37,10 +37,10 @@ COMPARED_COLUMNS = ("i", "j", "first_name_sim", "first_name", "last_name_sim", "
                     "last_name_freq", "birth_date", "email", "email_freq", "phone", "phone_freq", "address", "identifier")
 
 
-def similarity(left: pd.Series, right: pd.Series) -> np.ndarray:
+def similarity(left: pd.Series | np.ndarray, right: pd.Series | np.ndarray) -> np.ndarray:
     """Jaro-Winkler similarity of aligned string pairs (0 where either is missing)."""
-    a = left.fillna("").astype(str).tolist()
-    b = right.fillna("").astype(str).tolist()
+    a = pd.Series(left).fillna("").astype(str).tolist() if isinstance(left, pd.Series) else list(left)
+    b = pd.Series(right).fillna("").astype(str).tolist() if isinstance(right, pd.Series) else list(right)
     if not a:
         return np.array([], dtype="float64")
     return process.cpdist(a, b, scorer=JaroWinkler.normalized_similarity, workers=-1)
@@ -76,37 +76,37 @@ def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
     if pairs.empty:
         return pd.DataFrame({column: pd.Series(dtype="float64" if column.endswith("_sim") else "int64")
                              for column in COMPARED_COLUMNS})
-    records = data.records
-    left = records.iloc[pairs["i"].to_numpy()].reset_index(drop=True)
-    right = records.iloc[pairs["j"].to_numpy()].reset_index(drop=True)
+    r = data.arrays
+    i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
     out = pairs[["i", "j"]].reset_index(drop=True).copy()
-    out["first_name_sim"] = similarity(left["first_name_norm"], right["first_name_norm"])
-    first_counts = records["first_name_norm"].value_counts()
-    out["first_name"] = _first_name_levels(left["first_name_norm"], right["first_name_norm"], out["first_name_sim"],
-                                           first_counts)
-    out["last_name_sim"] = similarity(left["last_name_norm"], right["last_name_norm"])
-    out["last_name"] = _graded(left["last_name_norm"], right["last_name_norm"], out["last_name_sim"], (0.92, 0.8))
-    _credit_swapped_names(out, left, right)
-    for name in ("first_name", "last_name"):
-        counts = records[f"{name}_norm"].value_counts()
-        same = out[name].to_numpy() == 3
-        out[f"{name}_freq"] = np.where(same, left[f"{name}_norm"].map(counts).fillna(0).to_numpy(), 0).astype("int64")
-    out["birth_date"] = _birth_date_levels(left["birth_date"], right["birth_date"])
-    for name, table in (("email", data.emails), ("phone", data.phones)):
+    first_a, first_b = r.first_name[i], r.first_name[j]
+    last_a, last_b = r.last_name[i], r.last_name[j]
+    out["first_name_sim"] = similarity(first_a, first_b)
+    out["first_name"] = _first_name_levels(r.name_code_first[i], r.name_code_first[j], first_a, first_b,
+                                           out["first_name_sim"].to_numpy(), r.first_name_count[i],
+                                           r.first_name_count[j])
+    out["last_name_sim"] = similarity(last_a, last_b)
+    out["last_name"] = _graded(r.name_code_last[i], r.name_code_last[j], out["last_name_sim"].to_numpy(), (0.92, 0.8))
+    _credit_swapped_names(out, first_a, last_a, first_b, last_b)
+    for name, count in (("first_name", r.first_name_count), ("last_name", r.last_name_count)):
+        out[f"{name}_freq"] = np.where(out[name].to_numpy() == 3, count[i], 0).astype("int64")
+    out["birth_date"] = _birth_date_levels(r.birth[i], r.birth[j])
+    for name, table, values in (("email", data.emails, r.email), ("phone", data.phones, r.phone)):
         level, freq = _shared_value_levels(pairs, table, value_counts=table["value"].value_counts())
-        near = _within_two_edits(left[name], right[name])
+        near = _within_edits(values[i], values[j], 2)
         out[name] = np.where(level == 1, 2, np.where((level == 0) & near, 1, level)).astype("int8")
         out[f"{name}_freq"] = freq
-    out["address"] = _address_levels(data, pairs, left, right)
-    out["identifier"] = _identifier_levels(data, pairs)
+    out["address"] = _address_levels(data, pairs, i, j)
+    out["identifier"] = _identifier_levels(data, pairs, i, j)
     return out
 
 
-def _credit_swapped_names(out: pd.DataFrame, left: pd.DataFrame, right: pd.DataFrame) -> None:
+def _credit_swapped_names(out: pd.DataFrame, first_a: np.ndarray, last_a: np.ndarray, first_b: np.ndarray,
+                          last_b: np.ndarray) -> None:
     """First and last name entered the wrong way round on one side: the very same names count as the same,
     names a typo apart as similar, not different."""
-    first_to_last = similarity(left["first_name_norm"], right["last_name_norm"])
-    last_to_first = similarity(left["last_name_norm"], right["first_name_norm"])
+    first_to_last = similarity(first_a, last_b)
+    last_to_first = similarity(last_a, first_b)
     swapped = (first_to_last >= 0.9) & (last_to_first >= 0.9) & (out["first_name"].to_numpy() <= 1) & (
         out["last_name"].to_numpy() <= 1)
     exactly = swapped & (first_to_last == 1.0) & (last_to_first == 1.0)
@@ -115,41 +115,44 @@ def _credit_swapped_names(out: pd.DataFrame, left: pd.DataFrame, right: pd.DataF
         out.loc[exactly, name] = 3
 
 
-def _graded(a: pd.Series, b: pd.Series, sim: pd.Series, thresholds: tuple[float, float]) -> np.ndarray:
-    missing = (a.isna() | b.isna()).to_numpy()
-    same = (a.fillna("") == b.fillna("")).to_numpy()
+def _graded(code_a: np.ndarray, code_b: np.ndarray, sim: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
+    missing = (code_a < 0) | (code_b < 0)
+    same = code_a == code_b
     levels = np.select([missing, same, sim >= thresholds[0], sim >= thresholds[1]], [MISSING, 3, 2, 1], default=0)
     return levels.astype("int8")
 
 
-def _plausible_typo(a: pd.Series, b: pd.Series, counts: pd.Series) -> np.ndarray:
+def _plausible_typo(count_a: np.ndarray, count_b: np.ndarray) -> np.ndarray:
     """A misspelling is a rare variant of a common name; two spellings both in common use are two names (Marc, Mary)."""
-    fa = a.map(counts).fillna(0).to_numpy()
-    fb = b.map(counts).fillna(0).to_numpy()
-    rarer, commoner = np.minimum(fa, fb), np.maximum(fa, fb)
+    rarer, commoner = np.minimum(count_a, count_b), np.maximum(count_a, count_b)
     return (rarer <= 2) | (rarer * 5 <= commoner)
 
 
-def _first_name_levels(a: pd.Series, b: pd.Series, sim: pd.Series, counts: pd.Series) -> np.ndarray:
-    missing = (a.isna() | b.isna()).to_numpy()
-    same = (a.fillna("") == b.fillna("")).to_numpy()
+def _first_name_levels(code_a: np.ndarray, code_b: np.ndarray, a: np.ndarray, b: np.ndarray, sim: np.ndarray,
+                       count_a: np.ndarray, count_b: np.ndarray) -> np.ndarray:
+    """Levels from name codes (-1 missing), the names themselves, their similarity and how many records have each."""
+    missing = (code_a < 0) | (code_b < 0)
+    same = code_a == code_b
     candidates = ~missing & ~same
-    distinct = pd.DataFrame({"a": a[candidates], "b": b[candidates]}).drop_duplicates()
-    compatible = {(x, y) for x, y in zip(distinct["a"], distinct["b"], strict=True) if nickname_compatible(x, y)}
-    nickname = np.array(
-        [bool(c) and (x, y) in compatible for c, x, y in zip(candidates, a.fillna(""), b.fillna(""), strict=True)],
-        dtype=bool,
-    )
-    typo = (sim >= 0.88).to_numpy() & _plausible_typo(a, b, counts)
+    nickname = np.zeros(len(code_a), dtype=bool)
+    if candidates.any():
+        # each distinct pair of names is looked up once: a million pairs hold a few thousand name pairs
+        width = int(max(code_a.max(), code_b.max())) + 1
+        keys = code_a[candidates].astype("int64") * width + code_b[candidates]
+        _, first_at, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        left, right = a[candidates][first_at], b[candidates][first_at]
+        compatible = np.array([nickname_compatible(x, y) for x, y in zip(left, right, strict=True)], dtype=bool)
+        nickname[candidates] = compatible[inverse]
+    typo = (sim >= 0.88) & _plausible_typo(count_a, count_b)
     levels = np.select([missing, same, nickname, typo], [MISSING, 3, 2, 1], default=0)
     return levels.astype("int8")
 
 
-def _birth_date_levels(a: pd.Series, b: pd.Series) -> np.ndarray:
-    missing = (a.isna() | b.isna()).to_numpy()
-    x, y = a.fillna("0000-00-00").str.split("-", expand=True), b.fillna("0000-00-00").str.split("-", expand=True)
-    year, month, day = (x[k].to_numpy() == y[k].to_numpy() for k in (0, 1, 2))
-    swapped = (x[1].to_numpy() == y[2].to_numpy()) & (x[2].to_numpy() == y[1].to_numpy()) & year
+def _birth_date_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """From (year, month, day) rows, -1 where missing."""
+    missing = (a[:, 0] < 0) | (b[:, 0] < 0)
+    year, month, day = (a[:, k] == b[:, k] for k in (0, 1, 2))
+    swapped = (a[:, 1] == b[:, 2]) & (a[:, 2] == b[:, 1]) & year
     same = year & month & day
     two_of_three = (year.astype(int) + month.astype(int) + day.astype(int)) == 2
     levels = np.select([missing, same, two_of_three | swapped, year], [MISSING, 3, 2, 1], default=0)
@@ -176,16 +179,18 @@ def _shared_value_levels(pairs: pd.DataFrame, table: pd.DataFrame, value_counts:
     return levels, freq
 
 
-def _address_levels(data: MatchInput, pairs: pd.DataFrame, left: pd.DataFrame, right: pd.DataFrame) -> np.ndarray:
-    missing = (left["postal_code"].isna() | right["postal_code"].isna()).to_numpy()
-    same_postal = (left["postal_code"].fillna("a") == right["postal_code"].fillna("b")).to_numpy()
-    street_sim = similarity(left["line1"], right["line1"])
-    same_street = (left["line1"].fillna("a") == right["line1"].fillna("b")).to_numpy()
+def _address_levels(data: MatchInput, pairs: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    r = data.arrays
+    postal_a, postal_b = r.postal_code_code[i], r.postal_code_code[j]
+    missing = (postal_a < 0) | (postal_b < 0)
+    same_postal = (postal_a == postal_b) & ~missing
+    street_sim = similarity(r.line1[i], r.line1[j])
+    same_street = (r.line1_code[i] == r.line1_code[j]) & (r.line1_code[i] >= 0)
     # Any of a record's addresses may match: a shared (line1, postal code) pair anywhere counts as the same place.
     places = data.addresses.assign(value=data.addresses["line1"] + "|" + data.addresses["postal_code"].fillna(""))
     shared_place, _ = _shared_value_levels(pairs, places[["rec", "value"]].drop_duplicates(), places["value"].value_counts())
     # A postal code one keystroke off (2440 / 2404) on the same street is a typo, not a move.
-    postal_typo = _within_edits(left["postal_code"], right["postal_code"], 1)
+    postal_typo = _within_edits(r.postal_code[i], r.postal_code[j], 1)
     levels = np.select(
         [(shared_place == 1) | (same_postal & same_street), missing,
          (same_postal | postal_typo) & (street_sim >= 0.85), same_postal],
@@ -195,27 +200,21 @@ def _address_levels(data: MatchInput, pairs: pd.DataFrame, left: pd.DataFrame, r
     return levels.astype("int8")
 
 
-def _within_two_edits(left: pd.Series, right: pd.Series) -> np.ndarray:
-    """Both present and at most two insertions, deletions, substitutions or transpositions apart."""
-    return _within_edits(left, right, 2)
-
-
-def _within_edits(left: pd.Series, right: pd.Series, edits: int) -> np.ndarray:
+def _within_edits(left: np.ndarray, right: np.ndarray, edits: int) -> np.ndarray:
+    """Both present ("" is missing) and at most `edits` keystrokes apart."""
     if not len(left):
         return np.array([], dtype=bool)
-    distance = process.cpdist(left.fillna("").tolist(), right.fillna("").tolist(), scorer=DamerauLevenshtein.distance,
-                              workers=-1)
-    return (distance <= edits) & left.notna().to_numpy() & right.notna().to_numpy()
+    distance = process.cpdist(list(left), list(right), scorer=DamerauLevenshtein.distance, workers=-1)
+    return (distance <= edits) & (left != "") & (right != "")
 
 
-def _identifier_levels(data: MatchInput, pairs: pd.DataFrame) -> np.ndarray:
+def _identifier_levels(data: MatchInput, pairs: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """2: a shared identifier; 1: the same type with a value one or two keystrokes away; 0: different; -1: none."""
     ids = data.identifiers
     shared, _ = _shared_value_levels(pairs, ids, ids["value"].value_counts())
     typed = ids.assign(kind=ids["value"].str.split("=", n=1).str[0])[["rec", "kind"]].drop_duplicates()
     same_kind, _ = _shared_value_levels(pairs, typed.rename(columns={"kind": "value"}), typed["kind"].value_counts())
-    left = data.records["identifier"].iloc[pairs["i"].to_numpy()].reset_index(drop=True)
-    right = data.records["identifier"].iloc[pairs["j"].to_numpy()].reset_index(drop=True)
-    same_type = (left.str.split("=", n=1).str[0] == right.str.split("=", n=1).str[0]).fillna(False).to_numpy()
-    near = same_type & _within_two_edits(left, right)
+    r = data.arrays
+    same_type = (r.identifier_kind[i] == r.identifier_kind[j]) & (r.identifier_kind[i] >= 0)
+    near = same_type & _within_edits(r.identifier[i], r.identifier[j], 2)
     return np.where(shared == 1, 2, np.where(near, 1, np.where(same_kind == 1, 0, MISSING))).astype("int8")

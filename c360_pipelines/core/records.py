@@ -8,7 +8,9 @@ records the same way), plus long tables of the multi-valued fields (`emails`, `p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import pandas as pd
 
 RECORD_KEY_SEPARATOR = ":"
@@ -16,6 +18,60 @@ RECORD_KEY_SEPARATOR = ":"
 
 def record_key(source: pd.Series, source_record_id: pd.Series) -> pd.Series:
     return source.astype(str) + RECORD_KEY_SEPARATOR + source_record_id.astype(str)
+
+
+@dataclass(frozen=True)
+class RecordArrays:
+    """The records' compared fields as numpy arrays, computed once per record set: comparing millions of pairs
+    then gathers values by position instead of copying frames. Strings are "" where missing; codes are -1."""
+
+    first_name: np.ndarray
+    last_name: np.ndarray
+    name_code_first: np.ndarray  # first and last names share one code space, so a swap compares codes
+    name_code_last: np.ndarray
+    first_name_count: np.ndarray  # how many records have this record's first name (0 where missing)
+    last_name_count: np.ndarray
+    birth: np.ndarray  # (n, 3) year, month, day; -1 where missing
+    line1: np.ndarray
+    line1_code: np.ndarray
+    postal_code: np.ndarray
+    postal_code_code: np.ndarray
+    email: np.ndarray
+    phone: np.ndarray
+    identifier: np.ndarray
+    identifier_kind: np.ndarray  # code of the identifier's type (the part before "="), -1 where none
+
+
+def _strings(column: pd.Series) -> np.ndarray:
+    return column.fillna("").astype(str).to_numpy(dtype=object)
+
+
+def _codes(column: pd.Series) -> np.ndarray:
+    return pd.factorize(column, use_na_sentinel=True)[0].astype("int64")
+
+
+def _counts(codes: np.ndarray) -> np.ndarray:
+    present = codes >= 0
+    per_code = np.bincount(codes[present]) if present.any() else np.zeros(0, dtype="int64")
+    return np.where(present, per_code[np.where(present, codes, 0)] if len(per_code) else 0, 0).astype("int64")
+
+
+def record_arrays(records: pd.DataFrame) -> RecordArrays:
+    names = pd.concat([records["first_name_norm"], records["last_name_norm"]], ignore_index=True)
+    name_codes = _codes(names)
+    first_codes, last_codes = name_codes[:len(records)], name_codes[len(records):]
+    birth = pd.to_datetime(records["birth_date"], format="%Y-%m-%d")
+    parts = np.stack([birth.dt.year, birth.dt.month, birth.dt.day], axis=1)
+    parts = np.where(np.isnan(parts), -1, parts).astype("int64")
+    return RecordArrays(
+        first_name=_strings(records["first_name_norm"]), last_name=_strings(records["last_name_norm"]),
+        name_code_first=first_codes, name_code_last=last_codes,
+        first_name_count=_counts(first_codes), last_name_count=_counts(last_codes), birth=parts,
+        line1=_strings(records["line1"]), line1_code=_codes(records["line1"]),
+        postal_code=_strings(records["postal_code"]), postal_code_code=_codes(records["postal_code"]),
+        email=_strings(records["email"]), phone=_strings(records["phone"]), identifier=_strings(records["identifier"]),
+        identifier_kind=_codes(records["identifier"].str.split("=", n=1).str[0]),
+    )
 
 
 @dataclass
@@ -28,6 +84,17 @@ class MatchInput:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @cached_property
+    def arrays(self) -> RecordArrays:
+        return record_arrays(self.records)
+
+    def with_values(self, emails: pd.DataFrame, phones: pd.DataFrame, identifiers: pd.DataFrame) -> MatchInput:
+        """The same records with other contact values (the record arrays, already computed, carry over)."""
+        replaced = MatchInput(self.records, emails, phones, identifiers, self.addresses)
+        if "arrays" in self.__dict__:
+            replaced.__dict__["arrays"] = self.__dict__["arrays"]
+        return replaced
 
 
 def build_match_input(
