@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pandas as pd
 import sqlalchemy as sa
 
@@ -95,7 +96,8 @@ def _without_values(data: MatchInput, values: frozenset[str]) -> MatchInput:
 
 # The candidate pairs training compared, kept for the resolution that follows in the same process (the
 # identity assets run right after the model's): at 1M records blocking and comparing take a minute or more.
-_trained_on: dict[str, tuple[str, Prepared]] = {}
+# Only the pairs are kept; the records are read again, which is also how the resolution knows they are the same.
+_trained_on: dict[str, tuple[str, block.Candidates, pd.DataFrame]] = {}
 
 
 def _input_fingerprint(data: MatchInput, config: MatchConfig) -> str:
@@ -111,7 +113,7 @@ def train_match_model(warehouse: WarehouseResource, config: MatchConfig,
     """Train a new model version on the current canonical tables (and the training labels) and store it."""
     data = data if data is not None else load_match_input(warehouse)
     prepared = prepare(data, config)
-    _trained_on[warehouse.url] = (_input_fingerprint(data, config), prepared)
+    _trained_on[warehouse.url] = (_input_fingerprint(data, config), prepared.candidates, prepared.compared)
     labels = split_labels(warehouse)[0]
     matches = labels[labels["label"] == MATCH]
     labeled = compared_for(prepared, matches[["record_a", "record_b"]]) if len(matches) else None
@@ -162,9 +164,12 @@ def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: d
     version, model = latest_match_model_version(warehouse)
     if model is None:
         version, model = train_match_model(warehouse, config, data)
-    fingerprint_of_input, trained = _trained_on.pop(warehouse.url, ("", None))
-    if trained is not None and fingerprint_of_input == _input_fingerprint(data, config):
-        prepared = trained  # every candidate pair is compared already
+    fingerprint_of_input, candidates, compared = _trained_on.pop(warehouse.url, ("", None, None))
+    if candidates is not None and compared is not None and fingerprint_of_input == _input_fingerprint(data, config):
+        # every candidate pair is compared already: only drop the same junk and too-common values again
+        kept = _without_values(_without_values(data, frozenset(config.junk_values)),
+                               frozenset(candidates.too_common["value"]))
+        prepared = Prepared(kept, candidates, compared)
     else:
         prepared = prepare(data, config, compare_all=False)
     versions = warehouse.read_frame("SELECT source, source_record_id, batch_id FROM individual")
@@ -369,7 +374,7 @@ def _xref_rows(xref: pd.DataFrame, labels: np.ndarray, decided: pd.DataFrame, ke
     best = both_ways.sort_values("link_score", ascending=False, kind="stable").drop_duplicates("rec")
     documents = link.evidence_documents(best)
     evidence = {
-        int(rec): json.dumps({"linked_to": str(keys[other]), **document}, sort_keys=True)
+        int(rec): orjson.dumps({"linked_to": str(keys[other]), **document}, option=orjson.OPT_SORT_KEYS).decode()
         for rec, other, document in zip(best["rec"], best["other"], documents, strict=True)
     }
     position = pd.Series(np.arange(len(keys)), index=keys)

@@ -17,6 +17,7 @@ guard stands down and the conflict only weighs as model evidence. With too few s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from c360_pipelines.core.records import MatchInput
 NAME_CONFLICT = "name_conflict"
 BIRTH_DATE_CONFLICT = "birth_date_conflict"
 GUARDED_FIELDS = {NAME_CONFLICT: "first_name", BIRTH_DATE_CONFLICT: "birth_date"}
+EVIDENCE_CHUNK = 100_000
 NOISY_FIELD_SHARE = 0.02
 MIN_SURE_PAIRS = 100
 _SURE_WITHOUT = {"first_name": "a birth date", "birth_date": "a first name"}  # what else makes those pairs sure
@@ -133,25 +135,26 @@ def decide_links(data: MatchInput, compared: pd.DataFrame, scored: pd.DataFrame,
     return decided
 
 
-def evidence_documents(decided: pd.DataFrame) -> list[dict[str, object]]:
-    """The explanation stored with each pair: rule, score, each field's contribution (bits), guard."""
-    probability = decided["probability"].round(6).tolist()
-    weight = decided["match_weight"].round(3).tolist()
-    contributions = decided[[f"w_{name}" for name in COMPARISONS]].round(3).to_numpy().tolist()
-    rules, guards = decided["rule"].tolist(), decided["guard"].tolist()
-    documents: list[dict[str, object]] = []
-    for row, bits in enumerate(contributions):
-        document: dict[str, object] = {
-            "probability": probability[row],
-            "match_weight": weight[row],
-            "fields": {name: value for name, value in zip(COMPARISONS, bits, strict=True) if value},
-        }
-        if isinstance(rules[row], str):
-            document["rule"] = rules[row]
-        if isinstance(guards[row], str):
-            document["guard"] = guards[row]
-        documents.append(document)
-    return documents
+def evidence_documents(decided: pd.DataFrame) -> Iterator[dict[str, object]]:
+    """The explanation stored with each pair: rule, score, each field's contribution (bits), guard. Made a chunk
+    at a time: two million documents at once would hold gigabytes of dicts."""
+    for start in range(0, len(decided), EVIDENCE_CHUNK):
+        chunk = decided.iloc[start:start + EVIDENCE_CHUNK]
+        probability = chunk["probability"].round(6).tolist()
+        weight = chunk["match_weight"].round(3).tolist()
+        contributions = chunk[[f"w_{name}" for name in COMPARISONS]].round(3).to_numpy().tolist()
+        rules, guards = chunk["rule"].tolist(), chunk["guard"].tolist()
+        for row, bits in enumerate(contributions):
+            document: dict[str, object] = {
+                "probability": probability[row],
+                "match_weight": weight[row],
+                "fields": {name: value for name, value in zip(COMPARISONS, bits, strict=True) if value},
+            }
+            if isinstance(rules[row], str):
+                document["rule"] = rules[row]
+            if isinstance(guards[row], str):
+                document["guard"] = guards[row]
+            yield document
 
 
 def evidence_json(decided: pd.DataFrame) -> list[str]:
