@@ -5,6 +5,9 @@ disagreement, and higher levels for closer agreement. String similarity is compu
 once (rapidfuzz `cpdist`); shared emails, phones and identifiers are found with joins, and for those the
 number of records holding the shared value is kept (`*_freq`) so that a value many people share counts for
 little. First names that are nicknames of one another (Bob / Robert) agree at their own level.
+
+The fields are factorised once per record set (`MatchInput.arrays`); a pair gathers codes and strings by
+position, so a million pairs cost about twelve seconds, most of it in the string distances themselves.
 """
 
 from __future__ import annotations

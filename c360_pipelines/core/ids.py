@@ -61,10 +61,13 @@ def assign_ids(
     chosen: dict[int, str] = {}
     merged_into: dict[str, str] = {}
     changes: list[dict[str, object]] = []
-    claims = home.reset_index().groupby("cluster")["c360_id"].apply(list)
+    claims: dict[int, list[str]] = {}
+    for c360_id, cluster_number in zip(home.index, home.to_numpy(), strict=True):
+        claims.setdefault(cluster_number, []).append(c360_id)
+    never_seen = pd.Timestamp(now)
     smallest_key = members.sort_values("record_key", kind="stable").drop_duplicates("cluster")
     for cluster_number, keys in zip(smallest_key["cluster"], smallest_key["record_key"], strict=True):
-        candidates = sorted(claims.get(cluster_number, []), key=lambda i: (first_seen.get(i, pd.Timestamp(now)), i))
+        candidates = sorted(claims.get(cluster_number, []), key=lambda i: (first_seen.get(i, never_seen), i))
         if candidates:
             survivor = candidates[0]
             for absorbed in candidates[1:]:
