@@ -69,14 +69,18 @@ def load_match_input(warehouse: WarehouseResource) -> MatchInput:
     )
 
 
-def prepare(data: MatchInput, config: MatchConfig, compare_all: bool = True) -> Prepared:
+def prepare(data: MatchInput, config: MatchConfig, compare_all: bool = True,
+            compared_before: tuple[block.Candidates, pd.DataFrame] | None = None) -> Prepared:
     """Drop junk values, find candidate pairs, drop values too common to mean anything, compare (every pair, or,
-    without `compare_all`, none yet: an incremental resolution compares only the pairs it needs)."""
+    without `compare_all`, none yet: an incremental resolution compares only the pairs it needs). With
+    `compared_before`, the candidates and comparisons of the same input are taken instead of computed."""
     junk = frozenset(config.junk_values)
     data = _without_values(data, junk)
-    candidates = block.candidate_pairs(data, config.max_block_size)
+    candidates = compared_before[0] if compared_before else block.candidate_pairs(data, config.max_block_size)
     common = frozenset(candidates.too_common["value"])
     data = _without_values(data, common)
+    if compared_before:
+        return Prepared(data, candidates, compared_before[1])
     pairs = candidates.pairs if compare_all else candidates.pairs.iloc[:0]
     return Prepared(data, candidates, compare.compare_pairs(data, pairs))
 
@@ -164,14 +168,10 @@ def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: d
     version, model = latest_match_model_version(warehouse)
     if model is None:
         version, model = train_match_model(warehouse, config, data)
-    fingerprint_of_input, candidates, compared = _trained_on.pop(warehouse.url, ("", None, None))
-    if candidates is not None and compared is not None and fingerprint_of_input == _input_fingerprint(data, config):
-        # every candidate pair is compared already: only drop the same junk and too-common values again
-        kept = _without_values(_without_values(data, frozenset(config.junk_values)),
-                               frozenset(candidates.too_common["value"]))
-        prepared = Prepared(kept, candidates, compared)
-    else:
-        prepared = prepare(data, config, compare_all=False)
+    trained = _trained_on.pop(warehouse.url, None)
+    same_input = trained is not None and trained[0] == _input_fingerprint(data, config)
+    prepared = prepare(data, config, compare_all=False,
+                       compared_before=(trained[1], trained[2]) if trained is not None and same_input else None)
     versions = warehouse.read_frame("SELECT source, source_record_id, batch_id FROM individual")
     fingerprint = _resolution_fingerprint(config, version, prepared.candidates.too_common)
     last = warehouse.read_frame("SELECT fingerprint, records_at_full FROM identity_run")

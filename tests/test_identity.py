@@ -168,3 +168,24 @@ def test_a_new_batch_is_resolved_incrementally_with_the_same_result_as_resolving
     pd.testing.assert_frame_equal(incremental_xref, full_xref)
     pd.testing.assert_frame_equal(incremental_ids, full_ids)
     assert resolve_identities(warehouse, config.match).records_resolved == 0  # nothing new since
+
+
+def test_a_first_run_blocks_and_compares_the_records_once_for_training_and_resolving(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from c360_pipelines.core import block
+
+    blocked: list[int] = []
+    candidate_pairs = block.candidate_pairs
+
+    def counted(*args: object, **kwargs: object) -> block.Candidates:
+        found = candidate_pairs(*args, **kwargs)  # type: ignore[arg-type]
+        blocked.append(len(found.pairs))
+        return found
+
+    monkeypatch.setattr(block, "candidate_pairs", counted)
+    write_demo(tmp_path, people=150, seed=3)
+    config = load_config(tmp_path / "c360.yaml")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_pipeline(config, instance)
+    assert len(blocked) == 1 and blocked[0] > 0
+    assert WarehouseResource(url=config.warehouse).count("xref") > 0

@@ -12,7 +12,7 @@ is strong evidence, one held by forty is weak. The per-comparison terms are the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -124,16 +124,23 @@ def estimate_m(compared: pd.DataFrame, labeled_matches: pd.DataFrame | None = No
     return m
 
 
+def anchored_pairs(compared: pd.DataFrame) -> int:
+    """How many pairs agree on at least MIN_ANCHORS identifying fields: almost surely one person each."""
+    if not len(compared):
+        return 0
+    return int((sum(anchor(compared).astype(int) for anchor in _ANCHORS.values()) >= MIN_ANCHORS).sum())
+
+
+# Fewer anchored pairs than this cannot give m for seven comparisons; the data is then scored with `fallback`.
+MIN_ANCHORED_PAIRS = 50
 # Share of true matches that the anchors catch; only sets the prior, by about log2(1/0.8) = 0.3 bits.
 ANCHOR_RECALL = 0.8
 
 
 def random_match_probability(compared: pd.DataFrame, records: int) -> float:
     """How likely two records drawn at random are the same person: anchored pairs / assumed recall / all pairs."""
-    agreements = sum(anchor(compared).astype(int) for anchor in _ANCHORS.values())
-    anchored = int((agreements >= MIN_ANCHORS).sum()) if len(compared) else 0
     all_pairs = max(records * (records - 1) / 2, 1.0)
-    return float(np.clip(anchored / ANCHOR_RECALL / all_pairs, 1.0 / all_pairs, 0.5))
+    return float(np.clip(anchored_pairs(compared) / ANCHOR_RECALL / all_pairs, 1.0 / all_pairs, 0.5))
 
 
 def field_conflicts(compared: pd.DataFrame) -> dict[str, tuple[int, int]]:
@@ -154,16 +161,6 @@ def field_conflicts(compared: pd.DataFrame) -> dict[str, tuple[int, int]]:
     return counts
 
 
-# Fewer anchored pairs than this cannot give m for seven comparisons; the data is then scored with `fallback`.
-MIN_ANCHORED_PAIRS = 50
-
-
-def anchored_pairs(compared: pd.DataFrame) -> int:
-    if not len(compared):
-        return 0
-    return int((sum(anchor(compared).astype(int) for anchor in _ANCHORS.values()) >= MIN_ANCHORS).sum())
-
-
 def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360, labeled_matches: pd.DataFrame | None = None,
           fallback: Callable[[], MatchModel] | None = None) -> MatchModel:
     """u from random pairs, m from anchored candidate pairs (and pairs people labelled as matches), the prior
@@ -173,9 +170,8 @@ def train(data: MatchInput, compared: pd.DataFrame, seed: int = 360, labeled_mat
     the `fallback` model, rescaled to its size, when one is given.
     """
     if fallback is not None and anchored_pairs(compared) < MIN_ANCHORED_PAIRS:
-        borrowed = rescaled(fallback(), len(data))
-        return MatchModel(borrowed.m, borrowed.u, borrowed.prior, len(data), trained_on_pairs=len(compared),
-                          field_conflicts=field_conflicts(compared), learned_from="default model")
+        return replace(rescaled(fallback(), len(data)), trained_on_pairs=len(compared),
+                       field_conflicts=field_conflicts(compared), learned_from="default model")
     return MatchModel(m=estimate_m(compared, labeled_matches), u=estimate_u(data, seed=seed),
                       prior=random_match_probability(compared, len(data)), records=len(data),
                       trained_on_pairs=len(compared), field_conflicts=field_conflicts(compared))
@@ -189,7 +185,7 @@ def rescaled(model: MatchModel, records: int) -> MatchModel:
     term-frequency weights use the current record count.
     """
     prior = float(np.clip(model.prior * max(model.records, MIN_POPULATION) / max(records, MIN_POPULATION), 1e-15, 0.5))
-    return MatchModel(model.m, model.u, prior, records, model.trained_on_pairs, model.field_conflicts, model.learned_from)
+    return replace(model, prior=prior, records=records)
 
 
 def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True) -> pd.DataFrame:
