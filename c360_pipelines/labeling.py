@@ -36,12 +36,13 @@ def _dedupe_fields() -> list[Any]:
 
 def sample_keys(warehouse: WarehouseResource, config: MatchConfig, size: int = SAMPLE_RECORDS,
                 seed: int = 360) -> list[str]:
-    """Record keys for the learner: labelled records, records of the model's most uncertain pairs (up to half
-    the sample), then random records."""
+    """Record keys for the learner: every labelled record, then records of the model's most uncertain pairs
+    (half the sample), then random records up to `size`."""
     labels = warehouse.read_frame("SELECT record_a, record_b FROM training_label")
     chosen = dict.fromkeys(pd.concat([labels["record_a"], labels["record_b"]]).tolist())
+    labelled = len(chosen)
     for pair in uncertain_pairs(warehouse, config, size).itertuples():
-        if len(chosen) >= max(size // 2, len(labels) * 2):
+        if len(chosen) >= labelled + size // 2:
             break
         chosen.update(dict.fromkeys((pair.record_a, pair.record_b)))
     everyone = warehouse.read_frame("SELECT source || ':' || source_record_id AS record FROM individual "
