@@ -40,13 +40,11 @@ COMPARED_COLUMNS = ("i", "j", "first_name_sim", "first_name", "last_name_sim", "
                     "last_name_freq", "birth_date", "email", "email_freq", "phone", "phone_freq", "address", "identifier")
 
 
-def similarity(left: pd.Series | np.ndarray, right: pd.Series | np.ndarray) -> np.ndarray:
-    """Jaro-Winkler similarity of aligned string pairs (0 where either is missing)."""
-    a = pd.Series(left).fillna("").astype(str).tolist() if isinstance(left, pd.Series) else list(left)
-    b = pd.Series(right).fillna("").astype(str).tolist() if isinstance(right, pd.Series) else list(right)
-    if not a:
+def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Jaro-Winkler similarity of aligned strings ("" where missing, as in `MatchInput.arrays`)."""
+    if not len(left):
         return np.array([], dtype="float64")
-    return process.cpdist(a, b, scorer=JaroWinkler.normalized_similarity, workers=-1)
+    return process.cpdist(list(left), list(right), scorer=JaroWinkler.normalized_similarity, workers=-1)
 
 
 @lru_cache(maxsize=1)
