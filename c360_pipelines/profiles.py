@@ -14,7 +14,7 @@ import json
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -51,8 +51,11 @@ FULL, INCREMENTAL = "full", "incremental"
 PROFILE_FORMAT = 3  # bump when a profile's content or fingerprint is computed differently: forces a full rebuild
 SCOPE_TABLE = "profile_scope"
 SCOPE_RECORDS_TABLE = "profile_scope_records"
-PART_TABLES = (*PROFILE_TABLES, "profile_membership", "profile_engagement_seen")  # rows kept per 360 ID
-PART_PEOPLE = 50_000  # about 0.7 GB of working memory per part at peak
+READ_TABLES = ("profile_membership", "profile_engagement_seen")  # what each profile was built from
+PART_TABLES = (*PROFILE_TABLES, *READ_TABLES)  # rows kept per 360 ID
+# About 0.35 GB of working memory per part at peak. Smaller parts also shorten the wait for the first part, and
+# the writing of the last ones while the workers are idle (50k took 94 s at 1M records, 25k 87 s).
+PART_PEOPLE = 25_000
 BUILD_WORKERS = 2
 
 
@@ -160,9 +163,21 @@ def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.dat
         _delete_profiles(connection, None if full else scope)
         # A full build fills whole tables: their indexes are built once, after the load. Not on PostgreSQL, where
         # dropping an index locks the table against the workers still reading the published profiles.
-        rebuilt_indexes = PART_TABLES if full and not warehouse.is_postgres else ()
-        with indexes_rebuilt_after(connection, rebuilt_indexes):
-            for part in built_parts(inputs, parts, workers) if inputs else ():
+        rebuild_indexes = full and not warehouse.is_postgres
+
+        def record_reads() -> None:
+            with indexes_rebuilt_after(connection, READ_TABLES if rebuild_indexes else ()):
+                _record_reads(connection, scoped=not full)
+
+        # On SQLite this transaction has held the only write lock since its DELETE, so nothing can land between
+        # the parts' reads and the record of them, and the record is made while the first parts are built.
+        # Elsewhere it is made first: a record newer than what a part read would hide that change from the next
+        # build, an older one only makes it rebuild the profile.
+        if warehouse.is_postgres:
+            record_reads()
+        meanwhile = (lambda: None) if warehouse.is_postgres else record_reads
+        with indexes_rebuilt_after(connection, PROFILE_TABLES if rebuild_indexes else ()):
+            for part in built_parts(inputs, parts, workers, meanwhile) if inputs else ():
                 writing = time.perf_counter()
                 written["events"] += _write_part(warehouse, connection, part)
                 written["profiles"] += part.profiles
@@ -187,6 +202,23 @@ def _delete_profiles(connection: sa.Connection, scope: list[str] | None) -> None
     where = "" if scope is None else f" WHERE c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})"
     for table in PART_TABLES:
         connection.exec_driver_sql(f'DELETE FROM "{table}"{where}')
+
+
+def _record_reads(connection: sa.Connection, scoped: bool) -> None:
+    """Record which person records and engagement rows, at which batch, the profiles are built from (of the
+    people in `profile_scope` when `scoped`): what the next build's `affected_ids` compares with. Made by the
+    database from the same rows the parts read, in key order, which is how those lookups go."""
+    where = f" WHERE x.c360_id IN (SELECT c360_id FROM {SCOPE_TABLE})" if scoped else ""
+    connection.exec_driver_sql(
+        "INSERT INTO profile_membership (source, source_record_id, batch_id, c360_id) "
+        "SELECT x.source, x.source_record_id, i.batch_id, x.c360_id FROM xref x "
+        "JOIN individual i ON i.source = x.source AND i.source_record_id = x.source_record_id "
+        f"JOIN batch b ON b.source = i.source AND b.batch_id = i.batch_id{where} ORDER BY x.source, x.source_record_id")
+    connection.exec_driver_sql(
+        "INSERT INTO profile_engagement_seen (source, engagement_id, batch_id, c360_id) "
+        "SELECT e.source, e.engagement_id, e.batch_id, x.c360_id FROM xref x "
+        f"JOIN engagement e ON e.person_source = x.source AND e.person_record_id = x.source_record_id{where} "
+        "ORDER BY e.source, e.engagement_id")
 
 
 def _write_part(warehouse: WarehouseResource, connection: sa.Connection, part: BuiltPart) -> int:
@@ -252,18 +284,23 @@ def build_parts(scope: list[str], ids: pd.DataFrame, splits: pd.DataFrame, part_
     return [part for part in parts if part]
 
 
-def built_parts(inputs: BuildInputs, parts: list[list[str]], workers: int) -> Iterator[BuiltPart]:
+def built_parts(inputs: BuildInputs, parts: list[list[str]], workers: int,
+                meanwhile: Callable[[], None] = lambda: None) -> Iterator[BuiltPart]:
     """Each part built, in order: here for a single part, else in `workers` fresh processes, at most one part
-    each ahead of the writer so finished parts do not pile up in memory."""
+    each ahead of the writer so finished parts do not pile up in memory. `meanwhile` runs while the first
+    parts are being built."""
     if workers <= 1 or len(parts) <= 1:
+        meanwhile()
         yield from (build_part(inputs, part) for part in parts)
         return
     # spawn, not fork: the parent holds database connections and, under Dagster, threads
     with ProcessPoolExecutor(min(workers, len(parts)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_remember_inputs, initargs=(inputs,)) as pool:
         waiting: deque[Future[BuiltPart]] = deque()
-        for part in parts:
+        for position, part in enumerate(parts):
             waiting.append(pool.submit(_build_part_in_worker, part))
+            if position == min(workers, len(parts)) - 1:
+                meanwhile()
             if len(waiting) > workers:
                 yield waiting.popleft().result()
         while waiting:
@@ -311,12 +348,7 @@ def build_part(inputs: BuildInputs, part: list[str]) -> BuiltPart:
     unchanged = int((golden["c360_id"].map(previous.set_index("c360_id")["profile_hash"])
                      == golden["profile_hash"]).sum())
     frames = {"golden_profile": golden, "profile_contact_points": built.contact_points,
-              "profile_attribute_provenance": built.provenance, "profile_insights": insights,
-              # in key order, which is how the next build's change detection looks them up
-              "profile_membership": data.records[["source", "source_record_id", "batch_id", "c360_id"]]
-              .sort_values(["source", "source_record_id"]),
-              "profile_engagement_seen": engagement[["source", "engagement_id", "batch_id", "c360_id"]]
-              .sort_values(["source", "engagement_id"])}
+              "profile_attribute_provenance": built.provenance, "profile_insights": insights}
     return BuiltPart(frames, events, len(golden), unchanged, seconds)
 
 

@@ -119,7 +119,9 @@ def profile_tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
             for table, keys in (("golden_profile", ["c360_id"]),
                                 ("profile_contact_points", ["c360_id", "kind", "value"]),
                                 ("profile_attribute_provenance", ["c360_id", "attribute"]),
-                                ("profile_insights", ["c360_id", "insight"]))}
+                                ("profile_insights", ["c360_id", "insight"]),
+                                ("profile_membership", ["source", "source_record_id"]),
+                                ("profile_engagement_seen", ["source", "engagement_id"]))}
 
 
 def test_a_new_batch_rebuilds_only_the_profiles_it_touches_and_agrees_with_a_full_rebuild(

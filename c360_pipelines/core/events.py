@@ -67,8 +67,8 @@ def diff_profiles(before: ProfileState, after: ProfileState, ids: pd.DataFrame, 
     rows (c360_id, related), which tell a profile that came out of a split from a new person.
     """
     old_ids, new_ids = set(before.golden["c360_id"]), set(after.golden["c360_id"])
-    old_hash = before.golden.set_index("c360_id")["profile_hash"]
-    new_hash = after.golden.set_index("c360_id")["profile_hash"]
+    old_hash = dict(zip(before.golden["c360_id"], before.golden["profile_hash"], strict=True))
+    new_hash = dict(zip(after.golden["c360_id"], after.golden["profile_hash"], strict=True))
     survivor_of = _survivors(ids)
     events: list[dict[str, Any]] = []
 
@@ -269,7 +269,7 @@ def _plain(value: Any) -> Any:
 
 
 def _action_events(actions: Iterable[Action], before: pd.DataFrame, after: pd.DataFrame, created: list[str],
-                   changed: list[str], new_hash: pd.Series) -> list[dict[str, Any]]:
+                   changed: list[str], new_hash: Mapping[str, str]) -> list[dict[str, Any]]:
     """An action fires for a profile when its condition holds now and did not hold before (or there was no before)."""
     events: list[dict[str, Any]] = []
     for action in actions:
