@@ -163,13 +163,19 @@ def run_c360(project: Path) -> tuple[pd.DataFrame, dict[str, float]]:
 
 
 def guard_note(warehouse: object, config: object) -> str:
-    """Which guards stood down on this data (measured, `auto`), e.g. 'name_conflict off: first_name conflicts in ...'."""
-    from c360_pipelines.core.link import guard_status
+    """Which guards stood down on this data (measured, `auto`), e.g. 'name_conflict off: first_name conflicts in ...',
+    and the clustering threshold when the data made it other than the clean-data one."""
+    from c360_pipelines.core.link import CLEAN_DATA_CLUSTER_THRESHOLD, cluster_threshold, guard_status
     from c360_pipelines.identity import latest_match_model
 
     model = latest_match_model(warehouse)  # type: ignore[arg-type]
-    statuses = guard_status(config.match, model.field_conflicts if model else {})  # type: ignore[attr-defined]
-    return "; ".join(f"{name} {status.reason}" for name, status in statuses.items() if not status.in_force)
+    conflicts = model.field_conflicts if model else {}  # type: ignore[attr-defined]
+    statuses = guard_status(config.match, conflicts)  # type: ignore[attr-defined]
+    notes = [f"{name} {status.reason}" for name, status in statuses.items() if not status.in_force]
+    clustering = cluster_threshold(config.match, conflicts)  # type: ignore[attr-defined]
+    if clustering.value != CLEAN_DATA_CLUSTER_THRESHOLD:
+        notes.append(f"cluster threshold {clustering.reason}")
+    return "; ".join(notes)
 
 
 def run_splink(frames: dict[str, pd.DataFrame], link_type: str) -> tuple[pd.DataFrame, dict[str, float]]:

@@ -196,8 +196,9 @@ class MatchConfig(_Strict):
     # Link where the model finds one person more likely than two: the clustering and the guards catch the rest.
     threshold: float = Field(default=0.5, gt=0, lt=1)
     # How tightly a person's records must hang together in dedupe's hierarchical clustering, on the scores of
-    # all pairs inside a linked group; a guarded pair (twins) scores 0 and still falls apart at 0.5.
-    cluster_threshold: float = Field(default=0.5, gt=0, lt=1)
+    # all pairs inside a linked group; a guarded pair (twins) scores 0 and still falls apart. "auto": 0.5, or
+    # 0.25 on data the model measured to be noisy (see core/link.py).
+    cluster_threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] = "auto"
     max_block_size: int = Field(default=50, ge=2)
     max_cluster_size: int = Field(default=25, ge=2)
     junk_values: list[str] = Field(default_factory=lambda: list(DEFAULT_JUNK_VALUES))

@@ -321,7 +321,8 @@ def _cluster(prepared: Prepared, model: score.MatchModel, config: MatchConfig, d
     def score_missing(pairs: pd.DataFrame) -> pd.Series:
         return score_and_decide(prepared, model, config, pairs=pairs)["link_score"]
 
-    return cluster_records(len(prepared.data), links, score_missing, config.cluster_threshold, config.max_cluster_size)
+    threshold = link.cluster_threshold(config, model.field_conflicts).value
+    return cluster_records(len(prepared.data), links, score_missing, threshold, config.max_cluster_size)
 
 
 def _link_rows(decided: pd.DataFrame, keys: np.ndarray) -> pd.DataFrame:

@@ -117,3 +117,22 @@ def test_a_value_shared_by_two_of_a_handful_of_records_is_still_strong_evidence(
     shared_email = pd.DataFrame({name: [compare.MISSING] for name in compare.COMPARISONS}).assign(
         email=2, email_freq=2, phone_freq=0, first_name_freq=0, last_name_freq=0)
     assert score.contributions(model, shared_email)["email"].iloc[0] > 5  # bits: 2 in 4 records would say ~0
+
+
+@pytest.mark.parametrize(("setting", "conflicts", "threshold"), [
+    ("auto", {"first_name": (1000, 170)}, link.NOISY_DATA_CLUSTER_THRESHOLD),  # FEBRL-like corruption
+    ("auto", {"first_name": (1000, 5), "birth_date": (1000, 3)}, link.CLEAN_DATA_CLUSTER_THRESHOLD),
+    ("auto", {"first_name": (40, 20)}, link.CLEAN_DATA_CLUSTER_THRESHOLD),  # too few sure pairs to call it noisy
+    ("auto", {}, link.CLEAN_DATA_CLUSTER_THRESHOLD),
+    (0.7, {"first_name": (1000, 170)}, 0.7),
+])
+def test_the_clustering_loosens_only_on_data_measured_to_be_noisy(
+        setting: float | str, conflicts: dict[str, tuple[int, int]], threshold: float) -> None:
+    chosen = link.cluster_threshold(MatchConfig(cluster_threshold=setting), conflicts)
+    assert chosen.value == threshold
+    assert ("configuration" in chosen.reason) is (setting != "auto")
+
+
+def test_a_cluster_threshold_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="cluster_threshold"):
+        MatchConfig(cluster_threshold=1.5)

@@ -13,6 +13,11 @@ pairs that are surely one person without the field (a shared identifier, and the
 the share that still conflict on it. In customer data that share is near zero; in a data set whose records
 were corrupted at random (FEBRL) one sure pair in six has another first name. Above `NOISY_FIELD_SHARE` the
 guard stands down and the conflict only weighs as model evidence. With too few sure pairs to tell, it stays on.
+
+The same measure sets how tightly a person's records must hang together in the clustering (`auto`). On such
+noisy data a corrupted copy often scores low against the other copies of its person while it scores high
+against the original: the clustering then accepts a record into a group at a lower similarity
+(`NOISY_DATA_CLUSTER_THRESHOLD`), where on clean data the same shape is more often a second person.
 """
 
 from __future__ import annotations
@@ -37,11 +42,41 @@ MIN_SURE_PAIRS = 100
 _SURE_WITHOUT = {"first_name": "a birth date", "birth_date": "a first name"}  # what else makes those pairs sure
 
 
+CLEAN_DATA_CLUSTER_THRESHOLD = 0.5
+NOISY_DATA_CLUSTER_THRESHOLD = 0.25
+
+
 @dataclass(frozen=True)
 class GuardStatus:
     guard: str
     in_force: bool
     reason: str
+
+
+@dataclass(frozen=True)
+class ClusterThreshold:
+    value: float
+    reason: str
+
+
+def conflict_share(field_conflicts: dict[str, tuple[int, int]], field: str) -> float | None:
+    """How often pairs surely of one person conflict on `field`; None with too few such pairs to tell."""
+    sure, conflicting = field_conflicts.get(field, (0, 0))
+    return conflicting / sure if sure >= MIN_SURE_PAIRS else None
+
+
+def cluster_threshold(config: MatchConfig, field_conflicts: dict[str, tuple[int, int]]) -> ClusterThreshold:
+    """The clustering threshold: as configured, or (`auto`) lower on data whose sure pairs often conflict."""
+    if config.cluster_threshold != "auto":
+        return ClusterThreshold(config.cluster_threshold, f"{config.cluster_threshold} by configuration")
+    noisy = {field: share for field in GUARDED_FIELDS.values()
+             if (share := conflict_share(field_conflicts, field)) is not None and share > NOISY_FIELD_SHARE}
+    if noisy:
+        measured = ", ".join(f"{field} in {share:.1%}" for field, share in noisy.items())
+        return ClusterThreshold(NOISY_DATA_CLUSTER_THRESHOLD,
+                                f"{NOISY_DATA_CLUSTER_THRESHOLD}: noisy data, pairs that share an identifier "
+                                f"conflict on {measured} (limit {NOISY_FIELD_SHARE:.0%})")
+    return ClusterThreshold(CLEAN_DATA_CLUSTER_THRESHOLD, f"{CLEAN_DATA_CLUSTER_THRESHOLD}")
 
 
 def guard_status(config: MatchConfig, field_conflicts: dict[str, tuple[int, int]]) -> dict[str, GuardStatus]:
@@ -53,12 +88,12 @@ def guard_status(config: MatchConfig, field_conflicts: dict[str, tuple[int, int]
         if setting != "auto":
             statuses[guard] = GuardStatus(guard, bool(setting), f"{'on' if setting else 'off'} by configuration")
             continue
-        sure, conflicting = field_conflicts.get(field, (0, 0))
-        if sure < MIN_SURE_PAIRS:
+        sure = field_conflicts.get(field, (0, 0))[0]
+        share = conflict_share(field_conflicts, field)
+        if share is None:
             statuses[guard] = GuardStatus(guard, True, f"on: only {sure} pairs share an identifier, too few to "
                                                        f"measure how noisy {field} is")
             continue
-        share = conflicting / sure
         noisy = share > NOISY_FIELD_SHARE
         statuses[guard] = GuardStatus(
             guard, not noisy, f"{'off' if noisy else 'on'}: {field} conflicts in {share:.1%} of {sure:,} pairs that "
