@@ -8,6 +8,7 @@ each backend's fast path (executemany on SQLite, COPY on PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -52,6 +53,8 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-262144")  # 256 MiB of page cache: bulk loads touch big indexes
     cursor.execute("PRAGMA temp_store=MEMORY")
+    # large sorts (index builds after a bulk load, ORDER BY, GROUP BY) may use helper threads: off by default
+    cursor.execute(f"PRAGMA threads={min(4, os.cpu_count() or 1)}")
     cursor.close()
 
 
