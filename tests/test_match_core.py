@@ -9,7 +9,7 @@ from c360_pipelines.core.records import MatchInput, build_match_input
 
 
 def match_input(*people: dict[str, str | None]) -> MatchInput:
-    """Records from dicts with first, last, birth_date, line1, postal_code and optionally ssn."""
+    """Records from dicts with first, last, birth_date, line1, postal_code and optionally ssn and email."""
     ids = [f"r{n}" for n in range(len(people))]
     individual = pd.DataFrame({
         "source": "test", "source_record_id": ids,
@@ -21,9 +21,11 @@ def match_input(*people: dict[str, str | None]) -> MatchInput:
     with_ssn = [(i, p["ssn"]) for i, p in zip(ids, people, strict=True) if p.get("ssn")]
     identifiers = pd.DataFrame({"source": "test", "source_record_id": [i for i, _ in with_ssn],
                                 "identification_type": "ssn", "identifier": [s for _, s in with_ssn]})
-    no_contacts = pd.DataFrame(columns=["source", "source_record_id", "value", "is_valid"])
-    return build_match_input(individual, no_contacts.rename(columns={"value": "email_key"}),
-                             no_contacts.rename(columns={"value": "phone_e164"}), addresses, identifiers)
+    with_email = [(i, p["email"]) for i, p in zip(ids, people, strict=True) if p.get("email")]
+    emails = pd.DataFrame({"source": "test", "source_record_id": [i for i, _ in with_email],
+                           "email_key": [e for _, e in with_email], "is_valid": True})
+    no_phones = pd.DataFrame(columns=["source", "source_record_id", "phone_e164", "is_valid"])
+    return build_match_input(individual, emails, no_phones, addresses, identifiers)
 
 
 def compared_pair(*two: dict[str, str | None]) -> pd.Series:
@@ -136,3 +138,12 @@ def test_the_clustering_loosens_only_on_data_measured_to_be_noisy(
 def test_a_cluster_threshold_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match="cluster_threshold"):
         MatchConfig(cluster_threshold=1.5)
+
+
+def test_addresses_alike_but_for_their_numbers_are_namesakes_not_a_typo() -> None:
+    data = match_input({"first": "maria", "last": "garcia", "email": "maria.garcia51@icloud.com"},
+                       {"first": "maria", "last": "garcia", "email": "maria.garcia92@icloud.com"},
+                       {"first": "maria", "last": "garcia", "email": "maria.garcia15@icloud.com"},
+                       {"first": "maria", "last": "garcia", "email": "maria.garca51@icloud.com"})
+    compared = compare.compare_pairs(data, pd.DataFrame({"i": [0, 0, 0], "j": [1, 2, 3]}))
+    assert compared["email"].tolist() == [0, 1, 1]  # 51/92: two people; 51/15 and a dropped letter: typos
