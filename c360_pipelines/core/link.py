@@ -76,7 +76,10 @@ def cluster_threshold(config: MatchConfig, field_conflicts: dict[str, tuple[int,
         return ClusterThreshold(NOISY_DATA_CLUSTER_THRESHOLD,
                                 f"{NOISY_DATA_CLUSTER_THRESHOLD}: noisy data, pairs that share an identifier "
                                 f"conflict on {measured} (limit {NOISY_FIELD_SHARE:.0%})")
-    return ClusterThreshold(CLEAN_DATA_CLUSTER_THRESHOLD, f"{CLEAN_DATA_CLUSTER_THRESHOLD}")
+    measured = any(conflict_share(field_conflicts, field) is not None for field in GUARDED_FIELDS.values())
+    why = ("pairs that share an identifier rarely conflict" if measured
+           else "too few pairs share an identifier to measure how noisy the data is")
+    return ClusterThreshold(CLEAN_DATA_CLUSTER_THRESHOLD, f"{CLEAN_DATA_CLUSTER_THRESHOLD}: {why}")
 
 
 def guard_status(config: MatchConfig, field_conflicts: dict[str, tuple[int, int]]) -> dict[str, GuardStatus]:
