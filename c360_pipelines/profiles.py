@@ -106,7 +106,7 @@ def load_profile_input(source: WarehouseResource | sa.Connection, scoped: bool =
     # SQLite's planner would rather scan every person record than the few keys: CROSS JOIN fixes its join order
     keys_first = "CROSS JOIN" if scoped and connection.dialect.name == "sqlite" else "JOIN"
     records = read(
-        "SELECT x.c360_id, i.source, i.source_record_id, i.batch_id, i.updated_at, b.extracted_at, i.first_name, "
+        "SELECT x.c360_id, i.source, i.source_record_id, i.updated_at, b.extracted_at, i.first_name, "
         "i.middle_name, i.last_name, i.name_suffix, i.first_name_norm, i.last_name_norm, i.birth_date, i.gender "
         f"FROM {xref} x {keys_first} individual i ON i.source = x.source AND i.source_record_id = x.source_record_id "
         "JOIN batch b ON b.source = i.source AND b.batch_id = i.batch_id")
@@ -123,8 +123,7 @@ def load_profile_input(source: WarehouseResource | sa.Connection, scoped: bool =
     addresses = with_keys("p.address_raw, p.line1, p.line2, p.city, p.region, p.postal_code, p.country, p.is_parsed",
                           "contact_point_address")
     engagement = read(
-        "SELECT x.c360_id, e.source, e.engagement_id, e.batch_id, e.engagement_type, e.amount, e.currency, "
-        "e.channel, e.status, e.occurred_at "
+        "SELECT x.c360_id, e.source, e.engagement_type, e.amount, e.currency, e.channel, e.status, e.occurred_at "
         f"FROM {xref} x JOIN engagement e ON e.person_source = x.source AND e.person_record_id = x.source_record_id")
     return ProfileInput(records, emails, phones, addresses), engagement
 
