@@ -10,7 +10,7 @@ import dagster as dg
 
 from assets.conformed import conformed_key
 from c360_pipelines.config import C360Config
-from c360_pipelines.core.link import cluster_threshold, guard_status
+from c360_pipelines.core.link import measured_settings
 from c360_pipelines.identity import evaluate_on_held_out_labels, resolve_identities, train_match_model
 from c360_pipelines.model import PERSON_TABLES
 from resources.warehouse import WarehouseResource
@@ -57,9 +57,7 @@ def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
         return dg.MaterializeResult(
             metadata={"version": version, "records": model.records, "candidate_pairs": model.trained_on_pairs,
                       "prior": round(model.prior, 8), "learned_from": model.learned_from,
-                      **{f"{name} guard": status.reason
-                         for name, status in guard_status(config.match, model.field_conflicts).items()},
-                      "cluster_threshold": cluster_threshold(config.match, model.field_conflicts).reason},
+                      **measured_settings(config.match, model.field_conflicts)},
             check_results=[check],
         )
 

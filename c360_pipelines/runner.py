@@ -212,13 +212,11 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float],
 def _guard_states(warehouse: WarehouseResource, match: MatchConfig) -> dict[str, int | str]:
     """Each guard's state under the current model, and the clustering threshold, and why (measured on the data,
     or configured)."""
-    from c360_pipelines.core.link import cluster_threshold, guard_status
+    from c360_pipelines.core.link import measured_settings
     from c360_pipelines.identity import latest_match_model
 
     model = latest_match_model(warehouse)
-    conflicts = model.field_conflicts if model is not None else {}
-    return {**{f"{name} guard": status.reason for name, status in guard_status(match, conflicts).items()},
-            "cluster threshold": cluster_threshold(match, conflicts).reason}
+    return dict(measured_settings(match, model.field_conflicts if model is not None else {}))
 
 
 def retrain(config: C360Config, instance: dg.DagsterInstance | None = None) -> tuple[int, object]:

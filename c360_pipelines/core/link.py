@@ -104,6 +104,12 @@ def guard_status(config: MatchConfig, field_conflicts: dict[str, tuple[int, int]
     return statuses
 
 
+def measured_settings(config: MatchConfig, field_conflicts: dict[str, tuple[int, int]]) -> dict[str, str]:
+    """Each guard's state and the clustering threshold, with why, for a run's summary or an asset's metadata."""
+    return {**{f"{name} guard": status.reason for name, status in guard_status(config, field_conflicts).items()},
+            "cluster threshold": cluster_threshold(config, field_conflicts).reason}
+
+
 def guards_in_force(config: MatchConfig, field_conflicts: dict[str, tuple[int, int]]) -> frozenset[str]:
     return frozenset(name for name, status in guard_status(config, field_conflicts).items() if status.in_force)
 
