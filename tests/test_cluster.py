@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from c360_pipelines.core.cluster import cluster_records
+from c360_pipelines.core.cluster import NEVER_TOGETHER, cluster_records
 
 
 def links(*edges: tuple[int, int, float]) -> pd.DataFrame:
@@ -55,3 +55,33 @@ def test_a_cannot_link_decision_keeps_two_records_apart() -> None:
 def test_a_must_link_decision_joins_two_records() -> None:
     result = cluster_records(2, links(), always, 0.9, 25, must_link=pd.DataFrame({"i": [0], "j": [1]}))
     assert result.labels[0] == result.labels[1]
+
+
+def bridged_pair(never_together: tuple[int, int]) -> tuple[pd.DataFrame, object]:
+    """Records 0 and 1, and six records 2..7 that agree with both and with each other."""
+    edges = links(*((a, b, 0.99) for a in range(8) for b in range(a + 1, 8) if (a, b) != never_together))
+
+    def scorer(pairs: pd.DataFrame) -> pd.Series:
+        apart = (pairs["i"] == never_together[0]) & (pairs["j"] == never_together[1])
+        return pd.Series(NEVER_TOGETHER, index=pairs.index).where(apart, 0.99)
+
+    return edges, scorer
+
+
+def test_records_that_can_never_be_together_stay_apart_however_many_records_agree_with_both() -> None:
+    edges, scorer = bridged_pair((0, 1))
+    result = cluster_records(8, edges, scorer, 0.5, 25)
+    assert result.labels[0] != result.labels[1]
+    assert len(set(result.labels)) == 2  # the bridging records join one of them, not a third person
+
+
+def test_a_pair_that_merely_scores_zero_is_outvoted_by_records_agreeing_with_both() -> None:
+    edges, _ = bridged_pair((0, 1))
+    result = cluster_records(8, edges, never, 0.5, 25)
+    assert len(set(result.labels)) == 1
+
+
+def test_a_cannot_link_decision_holds_against_records_agreeing_with_both() -> None:
+    edges, _ = bridged_pair((0, 1))
+    result = cluster_records(8, edges, always, 0.5, 25, cannot_link=pd.DataFrame({"i": [0], "j": [1]}))
+    assert result.labels[0] != result.labels[1]

@@ -5,6 +5,7 @@ import pytest
 
 from c360_pipelines.config import MatchConfig
 from c360_pipelines.core import block, compare, link, score
+from c360_pipelines.core.cluster import NEVER_TOGETHER
 from c360_pipelines.core.records import MatchInput, build_match_input
 
 
@@ -140,10 +141,42 @@ def test_a_cluster_threshold_outside_zero_to_one_is_refused() -> None:
         MatchConfig(cluster_threshold=1.5)
 
 
-def test_addresses_alike_but_for_their_numbers_are_namesakes_not_a_typo() -> None:
+def test_emails_alike_but_for_their_numbers_are_namesakes_not_a_typo() -> None:
     data = match_input({"first": "maria", "last": "garcia", "email": "maria.garcia51@icloud.com"},
                        {"first": "maria", "last": "garcia", "email": "maria.garcia92@icloud.com"},
                        {"first": "maria", "last": "garcia", "email": "maria.garcia15@icloud.com"},
                        {"first": "maria", "last": "garcia", "email": "maria.garca51@icloud.com"})
     compared = compare.compare_pairs(data, pd.DataFrame({"i": [0, 0, 0], "j": [1, 2, 3]}))
     assert compared["email"].tolist() == [0, 1, 1]  # 51/92: two people; 51/15 and a dropped letter: typos
+
+
+def test_a_birth_year_more_than_a_keystroke_away_is_another_generation_not_a_typo() -> None:
+    data = match_input({"first": "chris", "last": "cohen", "birth_date": "1957-07-26"},
+                       {"first": "chris", "last": "cohen", "birth_date": "2000-07-26"},
+                       {"first": "chris", "last": "cohen", "birth_date": "1975-07-26"},
+                       {"first": "chris", "last": "cohen", "birth_date": "1957-07-29"})
+    compared = compare.compare_pairs(data, pd.DataFrame({"i": [0, 0, 0], "j": [1, 2, 3]}))
+    assert compared["birth_date"].tolist() == [0, 2, 2]  # 2000: different; 1975 (transposed) and the day: typos
+
+
+def decided_pair(first: tuple[str, str], birth: tuple[str, str], ssn: tuple[str, str]) -> pd.Series:
+    data = match_input(*({"first": f, "last": "doyle", "birth_date": b, "line1": "1912 FRY LN", "postal_code": "48072",
+                          "ssn": s} for f, b, s in zip(first, birth, ssn, strict=True)))
+    compared = compare.compare_pairs(data, pd.DataFrame({"i": [0], "j": [1]}))
+    scored = compared[["i", "j"]].assign(probability=0.9, match_weight=3.0,
+                                         **{f"w_{name}": 0.0 for name in compare.COMPARISONS})
+    return link.decide_links(data, compared, scored, MatchConfig()).iloc[0]
+
+
+def test_consecutive_identifiers_do_not_override_the_guards_but_a_shared_one_does() -> None:
+    consecutive = decided_pair(("leslie", "roger"), ("1957-06-27", "1984-06-21"), ("LM-702742", "LM-702743"))
+    shared = decided_pair(("leslie", "roger"), ("1957-06-27", "1984-06-21"), ("LM-702742", "LM-702742"))
+    assert consecutive["guard"] is not None and not consecutive["linked"]
+    assert shared["guard"] is None and shared["linked"]
+
+
+def test_conflicting_birth_dates_can_never_share_a_cluster_while_a_name_conflict_only_stops_the_link() -> None:
+    birth_dates = decided_pair(("roger", "roger"), ("1957-06-27", "1984-06-21"), ("", ""))
+    first_names = decided_pair(("leslie", "roger"), ("1957-06-27", "1957-06-27"), ("", ""))
+    assert birth_dates["guard"] == link.BIRTH_DATE_CONFLICT and birth_dates["link_score"] == NEVER_TOGETHER
+    assert first_names["guard"] == link.NAME_CONFLICT and first_names["link_score"] == 0.0

@@ -7,7 +7,9 @@ when the other pairs between them disagree, and a guarded pair (twins) scores 0.
 `max_component` is first cut by keeping only its strongest links; a cluster still larger than
 `max_cluster_size` is split into single records and reported, never merged blindly.
 
-Steward decisions fit here: `must_link` pairs enter as links with score 1, `cannot_link` pairs score 0.
+Steward decisions fit here: `must_link` pairs enter as links with score 1, `cannot_link` pairs score
+`NEVER_TOGETHER`, as does a pair the birth-date guard stopped (see `link.decide_links`): no group holding both
+records of such a pair is ever formed, however well other records bridge them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 PairScorer = Callable[[pd.DataFrame], pd.Series]
+
+# Far enough below any threshold that, under centroid linkage, a group holding both records of the pair stays
+# beyond reach of a merge even after averaging with thousands of agreeing pairs (its distance is 1 - score).
+NEVER_TOGETHER = -1000.0
 
 
 @dataclass
@@ -72,7 +78,7 @@ def cluster_records(
         scores[unknown] = score_pairs(complete.loc[unknown, ["i", "j"]].reset_index(drop=True)).to_numpy()
     if forbidden:
         never = np.array([(a, b) in forbidden for a, b in zip(complete["i"], complete["j"], strict=True)], dtype=bool)
-        scores[never] = 0.0
+        scores[never] = NEVER_TOGETHER
 
     # A group whose every pair scores at least the threshold ends as one cluster under centroid linkage
     # anyway (a centroid is never farther than the farthest member): only disagreeing groups need dedupe.

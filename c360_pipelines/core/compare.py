@@ -159,6 +159,9 @@ def _birth_date_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     swapped = (a[:, 1] == b[:, 2]) & (a[:, 2] == b[:, 1]) & year
     same = year & month & day
     two_of_three = (year.astype(int) + month.astype(int) + day.astype(int)) == 2
+    # Only a year a keystroke away is a typo: 1957 and 2000 on the same day of the year are two generations.
+    other_year = two_of_three & ~year
+    two_of_three[other_year] = _within_edits(a[other_year, 0].astype(str), b[other_year, 0].astype(str), 1)
     levels = np.select([missing, same, two_of_three | swapped, year], [MISSING, 3, 2, 1], default=0)
     return levels.astype("int8")
 

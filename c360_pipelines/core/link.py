@@ -30,6 +30,7 @@ import orjson
 import pandas as pd
 
 from c360_pipelines.config import Criterion, MatchConfig, MatchRule
+from c360_pipelines.core.cluster import NEVER_TOGETHER
 from c360_pipelines.core.compare import COMPARISONS
 from c360_pipelines.core.records import MatchInput
 
@@ -167,15 +168,20 @@ def decide_links(data: MatchInput, compared: pd.DataFrame, scored: pd.DataFrame,
         holds = rule_holds(rule, compared, data) & decided["rule"].isna().to_numpy()
         decided.loc[holds, "rule"] = rule.name
     identifier_rule = decided["rule"].isin([r.name for r in config.rules if any(c.identifier for c in r.criteria)])
-    # A shared or nearly shared identifier (one typo) outweighs differing first names or birth dates.
-    overridden = (compared["identifier"] >= 1).to_numpy() | identifier_rule.to_numpy()
+    # A shared identifier outweighs differing first names or birth dates. A nearly shared one does not: family
+    # members enrolled together get consecutive numbers (LM-702742 / LM-702743).
+    overridden = (compared["identifier"] == 2).to_numpy() | identifier_rule.to_numpy()
     name_conflict = (compared["first_name"] == 0).to_numpy() & ~overridden & (NAME_CONFLICT in guards)
     birth_conflict = (compared["birth_date"] == 0).to_numpy() & ~overridden & (BIRTH_DATE_CONFLICT in guards)
     decided["guard"] = np.where(name_conflict, NAME_CONFLICT, np.where(birth_conflict, BIRTH_DATE_CONFLICT, None))
     wanted = decided["rule"].notna().to_numpy() | (decided["probability"] >= config.threshold).to_numpy()
     decided["linked"] = wanted & decided["guard"].isna().to_numpy()
-    # The score the clustering sees: 1 for a rule link, 0 for a guarded pair, else the model's probability.
-    decided["link_score"] = np.where(decided["guard"].notna(), 0.0, np.where(decided["rule"].notna(), 1.0, decided["probability"]))
+    # The score the clustering sees: 1 for a rule link, else the model's probability; 0 for a pair whose first
+    # names conflict (nicknames and typos the comparison misses end here too) and never together for birth dates
+    # that differ in every part: one person has one birth date.
+    decided["link_score"] = np.select(
+        [birth_conflict, name_conflict, decided["rule"].notna().to_numpy()],
+        [NEVER_TOGETHER, 0.0, 1.0], default=decided["probability"].to_numpy())
     return decided
 
 
