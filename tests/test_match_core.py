@@ -150,6 +150,16 @@ def test_emails_alike_but_for_their_numbers_are_namesakes_not_a_typo() -> None:
     assert compared["email"].tolist() == [0, 1, 1]  # 51/92: two people; 51/15 and a dropped letter: typos
 
 
+def test_emails_with_the_same_letters_but_a_number_or_a_dot_more_are_namesakes_not_a_typo() -> None:
+    data = match_input({"first": "james", "last": "petty", "email": "jamespetty53@gmail.com"},
+                       {"first": "james", "last": "petty", "email": "jamespetty@gmail.com"},
+                       {"first": "peter", "last": "graves", "email": "peter.graves@aol.com"},
+                       {"first": "peter", "last": "graves", "email": "petergraves@aol.com"},
+                       {"first": "peter", "last": "graves", "email": "petergravs@aol.com"})
+    compared = compare.compare_pairs(data, pd.DataFrame({"i": [0, 2, 3], "j": [1, 3, 4]}))
+    assert compared["email"].tolist() == [0, 0, 1]  # a number more, a dot more: two people; a dropped letter: typo
+
+
 def test_a_birth_year_more_than_a_keystroke_away_is_another_generation_not_a_typo() -> None:
     data = match_input({"first": "chris", "last": "cohen", "birth_date": "1957-07-26"},
                        {"first": "chris", "last": "cohen", "birth_date": "2000-07-26"},

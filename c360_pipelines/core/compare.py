@@ -208,18 +208,22 @@ def _address_levels(data: MatchInput, pairs: pd.DataFrame, i: np.ndarray, j: np.
 
 
 _DIGITS = re.compile(r"[0-9]+")
+_NOT_LETTERS = re.compile(r"[^a-z]")
 
 
 def _namesake_emails(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Addresses alike but for numbers that differ in more than one keystroke (maria.garcia51 / maria.garcia92):
-    how the addresses of two people of the same name differ. A typo in the number (51 / 15) stays a typo."""
-    def numbers(address: str) -> tuple[str, str]:
-        return _DIGITS.sub("#", address), "".join(_DIGITS.findall(address))
+    """Addresses with the same letters that differ only in their numbers or separators: how the addresses of
+    two people of the same name differ (maria.garcia51 / maria.garcia92 / maria.garcia / mariagarcia). Only a
+    slip inside a number present on both sides (51 / 15, 51 / 52) stays a typo."""
+    def parts(address: str) -> tuple[str, str, str, str]:
+        local, _, domain = address.partition("@")
+        return _NOT_LETTERS.sub("", local), domain, _DIGITS.sub("#", local), "".join(_DIGITS.findall(local))
 
     found = []
     for a, b in zip(left.tolist(), right.tolist(), strict=True):
-        (shape_a, digits_a), (shape_b, digits_b) = numbers(a), numbers(b)
-        found.append(shape_a == shape_b and DamerauLevenshtein.distance(digits_a, digits_b) > 1)
+        (letters_a, domain_a, shape_a, digits_a), (letters_b, domain_b, shape_b, digits_b) = parts(a), parts(b)
+        typo_in_number = shape_a == shape_b and DamerauLevenshtein.distance(digits_a, digits_b) <= 1
+        found.append(letters_a == letters_b and domain_a == domain_b and not typo_in_number)
     return np.array(found, dtype=bool)
 
 
