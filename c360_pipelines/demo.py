@@ -26,6 +26,8 @@ from pathlib import Path
 
 from faker import Faker
 
+from c360_pipelines.core.standardise import standardise_email_key
+
 NICKNAMES = {
     "Robert": ["Bob", "Rob", "Bobby"], "William": ["Bill", "Will", "Billy"], "Elizabeth": ["Liz", "Beth", "Betty"],
     "Katherine": ["Kate", "Katie", "Kathy"], "Michael": ["Mike", "Mikey"], "James": ["Jim", "Jimmy", "Jamie"],
@@ -155,10 +157,23 @@ def _email(rng: random.Random, first: str, last: str, used: set[str]) -> str:
         if attempt >= 10:  # a common name has used up its short addresses: add a longer number, as people do
             local = f"{local}{rng.randint(100, 999_999)}"
         email = f"{local}@{rng.choice(EMAIL_DOMAINS)}"
-        if email not in used:
-            used.add(email)
+        mailbox = standardise_email_key(email) or email  # Gmail ignores dots: john.smith@ and johnsmith@ are one inbox
+        if mailbox not in used:
+            used.add(mailbox)
             return email
     raise RuntimeError(f"could not find an unused email address for {first} {last}")
+
+
+def _family_email(rng: random.Random, last: str, used: set[str]) -> str:
+    """A household's shared address (thesmiths42@...), not one another family or person already has."""
+    for attempt in range(1000):
+        number = rng.randint(1, 99) if attempt < 10 else rng.randint(100, 999_999)  # a busy surname: a longer one
+        email = f"the{last.lower().replace(' ', '')}s{number}@{rng.choice(EMAIL_DOMAINS)}"
+        mailbox = standardise_email_key(email) or email
+        if mailbox not in used:
+            used.add(mailbox)
+            return email
+    raise RuntimeError(f"could not find an unused family email address for the {last} household")
 
 
 def generate_people(count: int, seed: int) -> list[Person]:
@@ -198,7 +213,7 @@ def generate_people(count: int, seed: int) -> list[Person]:
             members = [new_person(random_first(g), last, g, address, landline=landline, tags=["household"])
                        for g in rng.choices("FM", k=rng.randint(2, 4))]
             if rng.random() < 0.5:
-                family = f"the{last.lower().replace(' ', '')}s{rng.randint(1, 99)}@{rng.choice(EMAIL_DOMAINS)}"
+                family = _family_email(rng, last, used_emails)
                 for member in members:
                     member.email, member.tags = family, [*member.tags, "shared_email"]
         elif roll < 0.13 and count - len(people) >= 2:  # twins: same surname, birth date and home
