@@ -421,9 +421,12 @@ def explain(
                       highlight=False)
     for guard in why.guards_off:
         console.print(f"guard {guard}", highlight=False)
-    console.print(f"pair decision: {'linked' if why.linked else 'not linked'}"
-                  + ("" if why.linked == why.same_person else " (the clustering decided otherwise, through the other records)"),
-                  highlight=False)
+    for record in why.ambiguous:
+        console.print(f"{record} fits two people kept apart by conflicting birth dates equally well: it was left on "
+                      "its own for a steward to decide", highlight=False)
+    otherwise = "" if why.linked == why.same_person or why.ambiguous else (
+        " (the clustering decided otherwise, through the other records)")
+    console.print(f"pair decision: {'linked' if why.linked else 'not linked'}{otherwise}", highlight=False)
 
 
 @app.command()

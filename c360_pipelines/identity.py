@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from c360_pipelines import __version__
 from c360_pipelines.config import MatchConfig
 from c360_pipelines.core import block, compare, link, score
-from c360_pipelines.core.cluster import Clustering, cluster_records
+from c360_pipelines.core.cluster import AMBIGUOUS, Clustering, cluster_records
 from c360_pipelines.core.ids import assign_ids
 from c360_pipelines.core.records import RECORD_KEY_SEPARATOR, MatchInput, build_match_input, record_key
 from c360_pipelines.default_model import default_model
@@ -199,7 +199,7 @@ def _resolve_all(warehouse: WarehouseResource, config: MatchConfig, model: score
     assignment = assign_ids(clusters, previous_xref, previous_ids, now)
     keys = records["record_key"].to_numpy()
     xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
-    guards = _guard_rows(prepared.candidates.too_common, clustering.guard_events, now)
+    guards = _guard_rows(prepared.candidates.too_common, clustering.guard_events, now, keys)
     replaced = ("identity_link", "xref", "ids", "identity_membership")
     with warehouse.transaction() as connection, indexes_rebuilt_after(connection, replaced):
         for table in replaced:
@@ -244,7 +244,7 @@ def _resolve_changed(warehouse: WarehouseResource, config: MatchConfig, model: s
     assignment = assign_ids(clusters, previous_xref[previous_xref["record_key"].isin(scope_keys)], all_ids[mine], now,
                             taken_elsewhere=frozenset(all_ids.loc[~mine, "c360_id"]))
     xref = _xref_rows(assignment.xref, clustering.labels, decided, keys)
-    guards = _guard_rows(prepared.candidates.too_common.iloc[:0], clustering.guard_events, now)
+    guards = _guard_rows(prepared.candidates.too_common.iloc[:0], clustering.guard_events, now, keys)
     touched = pd.Index(scope_keys).union(pd.Index(removed))
     with warehouse.transaction() as connection:
         fill_temporary_table(connection, SCOPE, pd.DataFrame({"record_key": touched}).assign(
@@ -387,13 +387,17 @@ def _xref_rows(xref: pd.DataFrame, labels: np.ndarray, decided: pd.DataFrame, ke
     })
 
 
-def _guard_rows(too_common: pd.DataFrame, events: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+def _guard_rows(too_common: pd.DataFrame, events: pd.DataFrame, now: dt.datetime, keys: np.ndarray) -> pd.DataFrame:
     common = pd.DataFrame({
         "resolved_at": now, "guard": "too_common_value", "value": too_common["value"].astype(str),
         "records": too_common["records"].astype("int64"),
         "detail": "shared by too many records to identify anyone (" + too_common["blocking_key"] + ")",
     })
-    clusters = events.assign(resolved_at=now, value=None)
+    about = events["record"].to_numpy()
+    named = pd.notna(about)
+    value = np.full(len(events), None, dtype=object)
+    value[named] = keys[about[named].astype("int64")]
+    clusters = events.drop(columns="record").assign(resolved_at=now, value=value)
     return pd.concat([common, clusters], ignore_index=True).reindex(
         columns=["resolved_at", "guard", "value", "records", "detail"])
 
@@ -414,6 +418,7 @@ class Explanation:
     linked: bool
     fields: list[tuple[str, str, float]]  # comparison, level name, contribution in bits
     guards_off: list[str] = field(default_factory=list)  # guards that do not veto on this data, with the reason
+    ambiguous: list[str] = field(default_factory=list)  # of the two, records left on their own as fitting two people
 
 
 def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: str, record_b: str) -> Explanation:
@@ -443,7 +448,16 @@ def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: st
         decided["guard"] if isinstance(decided["guard"], str) else None, bool(decided["linked"]), fields,
         [f"{name}: {status.reason}" for name, status in link.guard_status(config, model.field_conflicts).items()
          if not status.in_force],
+        _ambiguous_now(warehouse, (record_a, record_b)),
     )
+
+
+def _ambiguous_now(warehouse: WarehouseResource, keys: tuple[str, str]) -> list[str]:
+    """Which of `keys` the latest identity run left on their own because they fit two people."""
+    found = warehouse.read_frame(
+        f"SELECT value FROM identity_guard WHERE guard = '{AMBIGUOUS}' AND value IN (:a, :b) "
+        "AND resolved_at = (SELECT MAX(resolved_at) FROM identity_guard)", {"a": keys[0], "b": keys[1]})
+    return sorted(found["value"])
 
 
 def lookup_record(warehouse: WarehouseResource, source: str, source_record_id: str) -> dict[str, object] | None:

@@ -193,11 +193,13 @@ class PersonId(BaseModel):
 
 
 class IdentityGuardEvent(BaseModel):
-    """What the guards did in each identity run: values too common to match on, oversized clusters."""
+    """What the guards did in each identity run: values too common to match on, oversized clusters, records
+    that fit two people equally and were left on their own."""
 
     resolved_at: dt.datetime = Field(description="The identity run.")
-    guard: str = Field(description="too_common_value, component_size or cluster_size.")
-    value: str | None = Field(None, description="The value, for a too-common value.")
+    guard: str = Field(description="too_common_value, component_size, cluster_size or ambiguous_record.")
+    value: str | None = Field(None, description="The value, for a too-common value; SOURCE:ID, for an ambiguous "
+                                                "record.")
     records: int = Field(description="How many records were involved.")
     detail: str = Field(description="What happened.")
 

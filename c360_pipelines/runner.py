@@ -196,10 +196,14 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float],
         linked = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE linked")
         guarded = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE guard IS NOT NULL")
         resolved = warehouse.scalar("SELECT records_resolved FROM identity_run")
+        ambiguous = warehouse.scalar("SELECT COUNT(*) FROM identity_guard WHERE guard = 'ambiguous_record' "
+                                     "AND resolved_at = (SELECT MAX(resolved_at) FROM identity_guard)")
         stages.append(StageSummary("identity", seconds["identity"], {
             "source records": warehouse.count("xref"), "records (re)resolved this run": int(resolved or 0),
             "people (360 IDs)": int(people), "linked pairs": int(linked),
-            "pairs kept apart by a guard": int(guarded), **_guard_states(warehouse, match or MatchConfig())}))
+            "pairs kept apart by a guard": int(guarded),
+            "records fitting two people, left on their own": int(ambiguous or 0),
+            **_guard_states(warehouse, match or MatchConfig())}))
     if "profiles" in seconds:
         rebuilt = warehouse.scalar("SELECT profiles_built FROM profile_build")
         stages.append(StageSummary("profiles", seconds["profiles"], {

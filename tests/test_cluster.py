@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from c360_pipelines.core.cluster import NEVER_TOGETHER, cluster_records
+from c360_pipelines.core.cluster import AMBIGUOUS, NEVER_TOGETHER, cluster_records
 
 
 def links(*edges: tuple[int, int, float]) -> pd.DataFrame:
@@ -72,7 +72,6 @@ def test_records_that_can_never_be_together_stay_apart_however_many_records_agre
     edges, scorer = bridged_pair((0, 1))
     result = cluster_records(8, edges, scorer, 0.5, 25)
     assert result.labels[0] != result.labels[1]
-    assert len(set(result.labels)) == 2  # the bridging records join one of them, not a third person
 
 
 def test_a_pair_that_merely_scores_zero_is_outvoted_by_records_agreeing_with_both() -> None:
@@ -85,3 +84,39 @@ def test_a_cannot_link_decision_holds_against_records_agreeing_with_both() -> No
     edges, _ = bridged_pair((0, 1))
     result = cluster_records(8, edges, always, 0.5, 25, cannot_link=pd.DataFrame({"i": [0], "j": [1]}))
     assert result.labels[0] != result.labels[1]
+
+
+def two_people_and_a_record_between(fit_with_second: float) -> tuple[pd.DataFrame, object]:
+    """Records 0-2 are one person and 3-5 another (0 and 3 can never be together); record 6 scores 0.99
+    with the first and `fit_with_second` with the second."""
+    first, second = (0, 1, 2), (3, 4, 5)
+
+    def score(a: int, b: int) -> float:
+        if {a, b} == {0, 3}:
+            return NEVER_TOGETHER
+        if 6 in (a, b):
+            return 0.99 if ({a, b} - {6}) <= set(first) else fit_with_second
+        return 0.99 if ({a, b} <= set(first) or {a, b} <= set(second)) else 0.1
+
+    pairs = [(a, b) for a in range(7) for b in range(a + 1, 7)]
+
+    def scorer(asked: pd.DataFrame) -> pd.Series:
+        return pd.Series([score(a, b) for a, b in zip(asked["i"], asked["j"], strict=True)], index=asked.index)
+
+    return links(*((a, b, score(a, b)) for a, b in pairs if score(a, b) >= 0.9)), scorer
+
+
+def test_a_record_that_fits_two_people_known_apart_equally_is_left_on_its_own_and_reported() -> None:
+    edges, scorer = two_people_and_a_record_between(fit_with_second=0.99)
+    result = cluster_records(7, edges, scorer, 0.5, 25)
+    assert len(set(result.labels[[0, 1, 2]])) == 1 and len(set(result.labels[[3, 4, 5]])) == 1
+    assert result.labels[0] != result.labels[3]
+    assert result.labels[6] not in set(result.labels[:6])
+    assert result.guard_events.loc[result.guard_events["guard"] == AMBIGUOUS, "record"].tolist() == [6]
+
+
+def test_a_record_that_fits_one_person_better_joins_that_person() -> None:
+    edges, scorer = two_people_and_a_record_between(fit_with_second=0.2)
+    result = cluster_records(7, edges, scorer, 0.5, 25)
+    assert result.labels[6] == result.labels[0] != result.labels[3]
+    assert AMBIGUOUS not in set(result.guard_events["guard"])

@@ -189,3 +189,42 @@ def test_a_first_run_blocks_and_compares_the_records_once_for_training_and_resol
         run_pipeline(config, instance)
     assert len(blocked) == 1 and blocked[0] > 0
     assert WarehouseResource(url=config.warehouse).count("xref") > 0
+
+
+FATHER_AND_SON = """
+sources:
+  - name: crm
+    path: data/crm.csv
+    id: Id
+    fields: {first_name: First, last_name: Last, email: Email, phone: Phone,
+             birth_date: {column: Born, format: "%Y-%m-%d"}}
+  - name: support
+    path: data/tickets.csv
+    id: Id
+    fields: {first_name: First, last_name: Last, email: Email}
+"""
+
+
+def test_a_ticket_that_fits_a_father_and_son_of_one_name_is_left_on_its_own_for_a_steward(tmp_path: Path) -> None:
+    from tests.conftest import write_project
+
+    config = write_project(tmp_path, FATHER_AND_SON, {
+        "data/crm.csv": """
+            Id,First,Last,Email,Phone,Born
+            F,Ralph,Hampton,thehamptons47@aol.com,(212) 754-5501,1950-01-31
+            S,Ralph,Hampton,thehamptons47@aol.com,(312) 640-6780,1981-04-08
+        """,
+        "data/tickets.csv": """
+            Id,First,Last,Email
+            T1,Ralph,Hampton,thehamptons47@aol.com
+        """,
+    }, f"sqlite:///{tmp_path / 'w.db'}")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_pipeline(config, instance)
+    warehouse = WarehouseResource(url=config.warehouse)
+    ids = dict(warehouse.read_frame("SELECT source || ':' || source_record_id AS k, c360_id FROM xref").to_numpy())
+    assert len({ids["crm:F"], ids["crm:S"], ids["support:T1"]}) == 3
+    guards = warehouse.read_frame("SELECT guard, value FROM identity_guard WHERE guard = 'ambiguous_record'")
+    assert guards["value"].tolist() == ["support:T1"]
+    why = explain_pair(warehouse, config.match, "support:T1", "crm:F")
+    assert why.linked and not why.same_person and why.ambiguous == ["support:T1"]

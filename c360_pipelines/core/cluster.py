@@ -27,12 +27,13 @@ PairScorer = Callable[[pd.DataFrame], pd.Series]
 # Far enough below any threshold that, under centroid linkage, a group holding both records of the pair stays
 # beyond reach of a merge even after averaging with thousands of agreeing pairs (its distance is 1 - score).
 NEVER_TOGETHER = -1000.0
+AMBIGUOUS = "ambiguous_record"
 
 
 @dataclass
 class Clustering:
     labels: np.ndarray  # cluster number per record position
-    guard_events: pd.DataFrame  # guard, records, detail
+    guard_events: pd.DataFrame  # guard, records, detail, and the record (position) an event is about
 
 
 def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -106,7 +107,8 @@ def cluster_records(
                                          f"{max_cluster_size}; its records stay apart"})
                 continue
             labels[group] = group.min()
-    guard_events = pd.DataFrame(events, columns=["guard", "records", "detail"])
+        _set_apart_ambiguous(labels, complete, scores.to_numpy(), threshold, events)
+    guard_events = pd.DataFrame(events, columns=["guard", "records", "detail", "record"])
     return Clustering(labels=labels, guard_events=guard_events)
 
 
@@ -144,3 +146,38 @@ def _cut_oversized_components(n: int, edges: pd.DataFrame, limit: int, events: l
                        "detail": f"{len(oversized)} linked group(s) larger than {limit} records: links scoring "
                                  f"{floor:.4f} or less inside them were dropped"})
         edges = edges[~inside | (edges["score"] > floor).to_numpy()]
+
+
+def _set_apart_ambiguous(labels: np.ndarray, complete: pd.DataFrame, scores: np.ndarray, threshold: float,
+                         events: list[dict[str, object]]) -> None:
+    """Leave on its own a record that the cluster of another person, known to be another because a pair between
+    the two can never be together, would also accept (its records agree with it at the threshold on average):
+    which of the two it belongs to is a guess, such as a support ticket with only the name and the family email
+    of a father and son of one name. A wrong guess would show one person's data on the other's profile."""
+    i, j = complete["i"].to_numpy(), complete["j"].to_numpy()
+    apart = labels[i] != labels[j]
+    if not apart.any():
+        return
+    i, j, scores = i[apart], j[apart], scores[apart]
+    never = scores <= NEVER_TOGETHER
+    distinct = {(a, b) for a, b in zip(labels[i[never]].tolist(), labels[j[never]].tolist(), strict=True)}
+    if not distinct:
+        return
+    distinct |= {(b, a) for a, b in distinct}
+    fits = pd.DataFrame({"rec": np.concatenate([i, j]), "other": np.concatenate([labels[j], labels[i]]),
+                         "score": np.concatenate([scores, scores])})
+    fits = fits[[(int(labels[r]), o) in distinct for r, o in zip(fits["rec"], fits["other"], strict=True)]]
+    mean = fits.groupby(["rec", "other"])["score"].mean()
+    candidates = np.unique(mean.index.get_level_values("rec").to_numpy()[mean.to_numpy() >= threshold])
+    ambiguous = candidates[np.bincount(labels, minlength=len(labels))[labels[candidates]] > 1]
+    if not len(ambiguous):
+        return
+    touched = np.unique(labels[ambiguous])
+    labels[ambiguous] = ambiguous
+    for label in touched:
+        members = np.setdiff1d(np.flatnonzero(labels == label), ambiguous)
+        if len(members):
+            labels[members] = members.min()
+    events.extend({"guard": AMBIGUOUS, "records": 1, "record": int(record),
+                   "detail": "fits as well with another person (kept apart by conflicting birth dates) as with its "
+                             "own records; left on its own for a steward to decide"} for record in ambiguous)
