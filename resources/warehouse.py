@@ -212,7 +212,9 @@ def _python_rows(frame: pd.DataFrame, table: str, times_as_text: bool = False) -
     for column in frame.columns:
         series = frame[column]
         if column in timestamp_columns:
-            stamps = pd.to_datetime(series, errors="coerce").to_numpy(dtype="datetime64[us]")
+            # already times: to_datetime would still walk every value to decide whether to cache (3 s at 1M)
+            times = series if pd.api.types.is_datetime64_any_dtype(series) else pd.to_datetime(series, errors="coerce")
+            stamps = times.to_numpy(dtype="datetime64[us]")
             values.append(_times_as_text(stamps) if times_as_text else stamps.astype(object).tolist())
         elif column in day_columns:
             days = [_as_date(v) for v in series]
