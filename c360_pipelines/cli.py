@@ -422,7 +422,7 @@ def explain(
     for guard in why.guards_off:
         console.print(f"guard {guard}", highlight=False)
     for record in why.ambiguous:
-        console.print(f"{record} fits two people kept apart by conflicting birth dates equally well: it was left on "
+        console.print(f"{record} fits two people known to be two (conflicting birth dates) equally well: it was left on "
                       "its own for a steward to decide", highlight=False)
     otherwise = "" if why.linked == why.same_person or why.ambiguous else (
         " (the clustering decided otherwise, through the other records)")

@@ -179,5 +179,5 @@ def _set_apart_ambiguous(labels: np.ndarray, complete: pd.DataFrame, scores: np.
         if len(members):
             labels[members] = members.min()
     events.extend({"guard": AMBIGUOUS, "records": 1, "record": int(record),
-                   "detail": "fits as well with another person (kept apart by conflicting birth dates) as with its "
+                   "detail": "fits as well with another person (known to be another: conflicting birth dates) as with its "
                              "own records; left on its own for a steward to decide"} for record in ambiguous)
