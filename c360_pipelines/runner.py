@@ -19,6 +19,7 @@ from assets.identity import IDS_KEY, LINKS_KEY, MODEL_KEY, XREF_KEY
 from assets.profiles import PROFILE_KEYS
 from assets.sources import batch_partitions, raw_key, staged_key
 from c360_pipelines.config import C360Config, ConfigError, MatchConfig
+from c360_pipelines.core.cluster import AMBIGUOUS
 from c360_pipelines.definitions import build_definitions
 from resources.sources import BatchRef, FileDropReader, batches_to_run, reader_for
 from resources.warehouse import WarehouseResource
@@ -196,7 +197,7 @@ def stage_summaries(warehouse: WarehouseResource, seconds: dict[str, float],
         linked = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE linked")
         guarded = warehouse.scalar("SELECT COUNT(*) FROM identity_link WHERE guard IS NOT NULL")
         resolved = warehouse.scalar("SELECT records_resolved FROM identity_run")
-        ambiguous = warehouse.scalar("SELECT COUNT(*) FROM identity_guard WHERE guard = 'ambiguous_record' "
+        ambiguous = warehouse.scalar(f"SELECT COUNT(*) FROM identity_guard WHERE guard = '{AMBIGUOUS}' "
                                      "AND resolved_at = (SELECT MAX(resolved_at) FROM identity_guard)")
         stages.append(StageSummary("identity", seconds["identity"], {
             "source records": warehouse.count("xref"), "records (re)resolved this run": int(resolved or 0),
