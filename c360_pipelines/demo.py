@@ -157,11 +157,18 @@ def _email(rng: random.Random, first: str, last: str, used: set[str]) -> str:
         if attempt >= 10:  # a common name has used up its short addresses: add a longer number, as people do
             local = f"{local}{rng.randint(100, 999_999)}"
         email = f"{local}@{rng.choice(EMAIL_DOMAINS)}"
-        mailbox = standardise_email_key(email) or email  # Gmail ignores dots: john.smith@ and johnsmith@ are one inbox
-        if mailbox not in used:
-            used.add(mailbox)
+        if _claimed(email, used):
             return email
     raise RuntimeError(f"could not find an unused email address for {first} {last}")
+
+
+def _claimed(email: str, used: set[str]) -> bool:
+    """Take `email`'s inbox unless someone has it already (Gmail ignores dots: john.smith@ and johnsmith@ are one)."""
+    mailbox = standardise_email_key(email) or email
+    if mailbox in used:
+        return False
+    used.add(mailbox)
+    return True
 
 
 def _family_email(rng: random.Random, last: str, used: set[str]) -> str:
@@ -169,9 +176,7 @@ def _family_email(rng: random.Random, last: str, used: set[str]) -> str:
     for attempt in range(1000):
         number = rng.randint(1, 99) if attempt < 10 else rng.randint(100, 999_999)  # a busy surname: a longer one
         email = f"the{last.lower().replace(' ', '')}s{number}@{rng.choice(EMAIL_DOMAINS)}"
-        mailbox = standardise_email_key(email) or email
-        if mailbox not in used:
-            used.add(mailbox)
+        if _claimed(email, used):
             return email
     raise RuntimeError(f"could not find an unused family email address for the {last} household")
 
