@@ -394,7 +394,7 @@ def explain(
     config: ConfigOption = None,
 ) -> None:
     """Why two records are (or are not) the same person: rule, score per field, guards."""
-    from c360_pipelines.identity import explain_pair
+    from c360_pipelines.identity import HOUSEHOLD_NOTE, explain_pair
     from resources.warehouse import WarehouseResource
 
     project = _load(config)
@@ -412,6 +412,10 @@ def explain(
     console.print(table)
     console.print(f"model: match weight {why.match_weight:+.1f} bits, probability {why.probability:.4f} "
                   f"(links at {project.match.threshold})", highlight=False)
+    if any(HOUSEHOLD_NOTE in level for _, level, _ in why.fields):
+        console.print("household: the two share a value that records of different people hold (a family email, "
+                      "a home address); any two of that household agree on it and on the last name, so of those "
+                      "only the strongest counts", highlight=False)
     if why.rule:
         console.print(f"rule that holds: {why.rule}", highlight=False)
     if why.guard:

@@ -29,6 +29,7 @@ from c360_pipelines.model import TABLES
 from resources.warehouse import WarehouseResource, fill_temporary_table, indexes_rebuilt_after, read_sql
 
 KEEP_PROBABILITY = 0.01
+HOUSEHOLD_NOTE = "a household's: counted once"
 FULL, INCREMENTAL = "full", "incremental"
 REGROWTH_FOR_FULL = 1.1
 MAX_SCOPE_ROUNDS = 16
@@ -39,6 +40,13 @@ class Prepared:
     data: MatchInput
     candidates: block.Candidates
     compared: pd.DataFrame
+    _households: dict[tuple[str, ...], dict[str, frozenset[str]]] = field(default_factory=dict)
+
+    def households(self, conflict_fields: tuple[str, ...]) -> dict[str, frozenset[str]]:
+        """The household values of the data (`compare.household_values`), found once per set of fields."""
+        if conflict_fields not in self._households:
+            self._households[conflict_fields] = compare.household_values(self.data, conflict_fields)
+        return self._households[conflict_fields]
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,10 @@ def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchC
         compared = prepared.compared if pairs is None else compare.compare_pairs(prepared.data, pairs)
     model = score.rescaled(model, len(prepared.data))
     guards = link.guards_in_force(config, model.field_conflicts)
-    return link.decide_links(prepared.data, compared, score.predict(model, compared), config, guards)
+    trusted = tuple(sorted(link.GUARDED_FIELDS[guard] for guard in guards))
+    households = compare.household_shares(prepared.data, compared[["i", "j"]], prepared.households(trusted))
+    return link.decide_links(prepared.data, compared, score.predict(model, compared, households=households),
+                             config, guards)
 
 
 def resolve_identities(warehouse: WarehouseResource, config: MatchConfig, now: dt.datetime | None = None,
@@ -437,10 +448,13 @@ def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: st
     ids = warehouse.read_frame("SELECT source, source_record_id, c360_id FROM xref")
     by_key = dict(zip(ids["source"] + RECORD_KEY_SEPARATOR + ids["source_record_id"], ids["c360_id"], strict=True))
     id_a, id_b = by_key.get(record_a), by_key.get(record_b)
+    household = decided["household"].split(",") if isinstance(decided["household"], str) else []
     fields = []
     for name in compare.COMPARISONS:
         level = int(compared.iloc[0][name])
         label = "missing on one side" if level == compare.MISSING else compare.LEVELS[name][level]
+        if name in household or (household and name == "last_name" and level > 0):
+            label += f" ({HOUSEHOLD_NOTE})"
         fields.append((name, label, float(decided[f"w_{name}"])))
     return Explanation(
         record_a, record_b, id_a is not None and id_a == id_b, (id_a, id_b), float(decided["probability"]),

@@ -191,7 +191,7 @@ def test_a_first_run_blocks_and_compares_the_records_once_for_training_and_resol
     assert WarehouseResource(url=config.warehouse).count("xref") > 0
 
 
-FATHER_AND_SON = """
+FAMILY = """
 sources:
   - name: crm
     path: data/crm.csv
@@ -201,30 +201,59 @@ sources:
   - name: support
     path: data/tickets.csv
     id: Id
-    fields: {first_name: First, last_name: Last, email: Email}
+    fields: {first_name: First, last_name: Last, email: Email, phone: Phone}
 """
 
 
-def test_a_ticket_that_fits_a_father_and_son_of_one_name_is_left_on_its_own_for_a_steward(tmp_path: Path) -> None:
+def family_resolved(tmp_path: Path, files: dict[str, str]) -> tuple[C360Config, WarehouseResource, dict[str, str]]:
+    """A crm and a support source of one family, run end to end; returns config, warehouse and SOURCE:ID -> 360 ID."""
     from tests.conftest import write_project
 
-    config = write_project(tmp_path, FATHER_AND_SON, {
+    config = write_project(tmp_path, FAMILY, files, f"sqlite:///{tmp_path / 'w.db'}")
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_pipeline(config, instance)
+    warehouse = WarehouseResource(url=config.warehouse)
+    ids = dict(warehouse.read_frame("SELECT source || ':' || source_record_id AS k, c360_id FROM xref").to_numpy())
+    return config, warehouse, ids
+
+
+def test_a_ticket_that_fits_a_father_and_son_of_one_name_is_left_on_its_own_for_a_steward(tmp_path: Path) -> None:
+    config, warehouse, ids = family_resolved(tmp_path, {
         "data/crm.csv": """
             Id,First,Last,Email,Phone,Born
             F,Ralph,Hampton,thehamptons47@aol.com,(212) 754-5501,1950-01-31
             S,Ralph,Hampton,thehamptons47@aol.com,(312) 640-6780,1981-04-08
         """,
         "data/tickets.csv": """
-            Id,First,Last,Email
-            T1,Ralph,Hampton,thehamptons47@aol.com
+            Id,First,Last,Email,Phone
+            T1,Ralph,Hampton,thehamptons47@aol.com,
         """,
-    }, f"sqlite:///{tmp_path / 'w.db'}")
-    with dg.DagsterInstance.ephemeral() as instance:
-        run_pipeline(config, instance)
-    warehouse = WarehouseResource(url=config.warehouse)
-    ids = dict(warehouse.read_frame("SELECT source || ':' || source_record_id AS k, c360_id FROM xref").to_numpy())
+    })
     assert len({ids["crm:F"], ids["crm:S"], ids["support:T1"]}) == 3
     guards = warehouse.read_frame("SELECT guard, value FROM identity_guard WHERE guard = 'ambiguous_record'")
     assert guards["value"].tolist() == ["support:T1"]
     why = explain_pair(warehouse, config.match, "support:T1", "crm:F")
     assert why.linked and not why.same_person and why.ambiguous == ["support:T1"]
+
+
+def test_a_family_email_and_the_last_name_count_once_so_a_daughter_called_liz_stays_apart_from_her_mother(
+        tmp_path: Path) -> None:
+    config, warehouse, ids = family_resolved(tmp_path, {
+        "data/crm.csv": """
+            Id,First,Last,Email,Phone,Born
+            K,Kristopher,Harrison,theharrisons69@icloud.com,(646) 675-8965,1964-07-18
+            E,Elizabeth,Harrison,theharrisons69@icloud.com,(512) 390-2567,1957-08-11
+        """,
+        "data/tickets.csv": """
+            Id,First,Last,Email,Phone
+            T1,Elizabeth,Harrison,theharrisons69@icloud.com,
+            T2,Liz,Harrison,theharrisons69@icloud.com,(201) 210-8441
+        """,
+    })
+    assert ids["support:T1"] == ids["crm:E"]  # her first name on the family email: her own ticket
+    assert ids["support:T2"] != ids["crm:E"]  # a nickname, the family email, another phone: someone else
+    why = explain_pair(warehouse, config.match, "support:T2", "crm:E")
+    labels = {name: label for name, label, _ in why.fields}
+    assert labels["email"] == labels["last_name"].replace("same", "shared") == "shared (a household's: counted once)"
+    bits = {name: weight for name, _, weight in why.fields}
+    assert min(bits["email"], bits["last_name"]) == 0.0 < max(bits["email"], bits["last_name"])

@@ -190,3 +190,36 @@ def test_conflicting_birth_dates_can_never_share_a_cluster_while_a_name_conflict
     first_names = decided_pair(("leslie", "roger"), ("1957-06-27", "1957-06-27"), ("", ""))
     assert birth_dates["guard"] == link.BIRTH_DATE_CONFLICT and birth_dates["link_score"] == NEVER_TOGETHER
     assert first_names["guard"] == link.NAME_CONFLICT and first_names["link_score"] == 0.0
+
+
+def nelsons() -> MatchInput:
+    """A father and son, a mother, all on the family email at one address; the son's own email on two records."""
+    home = {"last": "nelson", "line1": "7804 STEVENS RD", "postal_code": "81000"}
+    return match_input({**home, "first": "joshua", "birth_date": "1957-05-28", "email": "thenelsons88@outlook.com"},
+                       {**home, "first": "mary", "email": "thenelsons88@outlook.com"},
+                       {**home, "first": "joshua", "birth_date": "1984-02-11", "email": "josh.nelson@gmail.com"},
+                       {**home, "first": "josh", "email": "josh.nelson@gmail.com"})
+
+
+def test_values_that_records_of_clearly_different_people_hold_are_a_households() -> None:
+    households = compare.household_values(nelsons(), ("birth_date", "first_name"))
+    assert households["email"] == {"thenelsons88@outlook.com"}  # Joshua and Mary; Josh and Joshua are one name
+    assert households["address"] == {"7804 STEVENS RD|81000"}
+    assert compare.household_values(nelsons(), ()) == {kind: frozenset() for kind in compare.HOUSEHOLD_KINDS}
+
+
+def test_only_the_first_names_can_tell_a_household_when_birth_dates_are_not_trusted() -> None:
+    households = compare.household_values(nelsons(), ("birth_date",))  # the name guard stood down on noisy data
+    assert households["email"] == frozenset()  # the two Joshuas' birth dates are on different emails
+    assert households["address"] == {"7804 STEVENS RD|81000"}
+
+
+def test_a_pair_in_a_household_counts_its_shared_values_address_and_last_name_once() -> None:
+    terms = pd.DataFrame({"first_name": [7.7, 7.7], "last_name": [9.0, 9.0], "birth_date": [0.0, 0.0],
+                          "email": [11.5, 11.5], "phone": [-3.9, 10.0], "address": [12.5, 12.5], "identifier": [0.0, 0.0]})
+    households = pd.DataFrame({"email": [True, False], "phone": [False, False], "address": [False, False]})
+    counted = score.count_household_once(terms, households)
+    assert counted.iloc[0].to_dict() == {"first_name": 7.7, "last_name": 0.0, "birth_date": 0.0, "email": 0.0,
+                                         "phone": -3.9, "address": 12.5, "identifier": 0.0}
+    assert counted.iloc[1].to_dict() == terms.iloc[1].to_dict()  # no household value shared: all evidence counts
+

@@ -81,15 +81,7 @@ def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
     r = data.arrays
     i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
     out = pairs[["i", "j"]].reset_index(drop=True).copy()
-    first_a, first_b = r.first_name[i], r.first_name[j]
-    last_a, last_b = r.last_name[i], r.last_name[j]
-    out["first_name_sim"] = similarity(first_a, first_b)
-    out["first_name"] = _first_name_levels(r.name_code_first[i], r.name_code_first[j], first_a, first_b,
-                                           out["first_name_sim"].to_numpy(), r.first_name_count[i],
-                                           r.first_name_count[j])
-    out["last_name_sim"] = similarity(last_a, last_b)
-    out["last_name"] = _graded(r.name_code_last[i], r.name_code_last[j], out["last_name_sim"].to_numpy(), (0.92, 0.8))
-    _credit_swapped_names(out, first_a, last_a, first_b, last_b)
+    _compare_names(data, i, j, out)
     for name, count in (("first_name", r.first_name_count), ("last_name", r.last_name_count)):
         out[f"{name}_freq"] = np.where(out[name].to_numpy() == 3, count[i], 0).astype("int64")
     out["birth_date"] = _birth_date_levels(r.birth[i], r.birth[j])
@@ -103,6 +95,20 @@ def compare_pairs(data: MatchInput, pairs: pd.DataFrame) -> pd.DataFrame:
     out["address"] = _address_levels(data, pairs, i, j)
     out["identifier"] = _identifier_levels(data, pairs, i, j)
     return out
+
+
+def _compare_names(data: MatchInput, i: np.ndarray, j: np.ndarray, out: pd.DataFrame) -> None:
+    """First and last name levels (and similarities) of the pairs (i, j), written into `out`."""
+    r = data.arrays
+    first_a, first_b = r.first_name[i], r.first_name[j]
+    last_a, last_b = r.last_name[i], r.last_name[j]
+    out["first_name_sim"] = similarity(first_a, first_b)
+    out["first_name"] = _first_name_levels(r.name_code_first[i], r.name_code_first[j], first_a, first_b,
+                                           out["first_name_sim"].to_numpy(), r.first_name_count[i],
+                                           r.first_name_count[j])
+    out["last_name_sim"] = similarity(last_a, last_b)
+    out["last_name"] = _graded(r.name_code_last[i], r.name_code_last[j], out["last_name_sim"].to_numpy(), (0.92, 0.8))
+    _credit_swapped_names(out, first_a, last_a, first_b, last_b)
 
 
 def _credit_swapped_names(out: pd.DataFrame, first_a: np.ndarray, last_a: np.ndarray, first_b: np.ndarray,
@@ -245,3 +251,60 @@ def _identifier_levels(data: MatchInput, pairs: pd.DataFrame, i: np.ndarray, j: 
     same_type = (r.identifier_kind[i] == r.identifier_kind[j]) & (r.identifier_kind[i] >= 0)
     near = same_type & _within_edits(r.identifier[i], r.identifier[j], 2)
     return np.where(shared == 1, 2, np.where(near, 1, np.where(same_kind == 1, 0, MISSING))).astype("int8")
+
+
+# ------------------------------------------------------------------------------------------ households
+
+HOUSEHOLD_KINDS = ("email", "phone", "address")
+MAX_HOLDERS_CHECKED = 50  # a value held by more records is no household's: blocking or term frequency see to it
+
+
+def contact_values(data: MatchInput, kind: str) -> pd.DataFrame:
+    """(rec, value) of every email, phone or place (street line and postal code) of the records."""
+    if kind == "address":
+        places = data.addresses
+        return pd.DataFrame({"rec": places["rec"].to_numpy(),
+                             "value": (places["line1"] + "|" + places["postal_code"].fillna("")).to_numpy()}
+                            ).drop_duplicates()
+    return (data.emails if kind == "email" else data.phones)[["rec", "value"]]
+
+
+def household_values(data: MatchInput, conflict_fields: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    """Per kind, the contact values that records known to be different people hold: two holders whose first
+    names (or birth dates) clearly conflict, on the fields in `conflict_fields`. A family email, a household
+    landline, a shared home address."""
+    found: dict[str, frozenset[str]] = {kind: frozenset() for kind in HOUSEHOLD_KINDS}
+    if not conflict_fields:
+        return found
+    for kind in HOUSEHOLD_KINDS:
+        values = contact_values(data, kind)
+        holders = values.groupby("value")["rec"].transform("size")
+        values = values[(holders >= 2) & (holders <= MAX_HOLDERS_CHECKED)]
+        pairs = values.merge(values, on="value", suffixes=("_a", "_b"))
+        pairs = pairs[pairs["rec_a"] < pairs["rec_b"]].reset_index(drop=True)
+        if pairs.empty:
+            continue
+        i, j = pairs["rec_a"].to_numpy(), pairs["rec_b"].to_numpy()
+        conflict = np.zeros(len(pairs), dtype=bool)
+        if "first_name" in conflict_fields:
+            names = pd.DataFrame(index=pairs.index)
+            _compare_names(data, i, j, names)
+            conflict |= names["first_name"].to_numpy() == 0
+        if "birth_date" in conflict_fields:
+            conflict |= _birth_date_levels(data.arrays.birth[i], data.arrays.birth[j]) == 0
+        found[kind] = frozenset(pairs.loc[conflict, "value"])
+    return found
+
+
+def household_shares(data: MatchInput, pairs: pd.DataFrame, households: dict[str, frozenset[str]]) -> pd.DataFrame:
+    """Per pair and kind: whether the two records share one of the household values of that kind."""
+    shares = pd.DataFrame(index=pairs.index)
+    for kind in HOUSEHOLD_KINDS:
+        values = contact_values(data, kind)
+        values = values[values["value"].isin(households.get(kind, frozenset()))]
+        if values.empty or pairs.empty:
+            shares[kind] = np.zeros(len(pairs), dtype=bool)
+            continue
+        level, _ = _shared_value_levels(pairs, values, values["value"].value_counts())
+        shares[kind] = level == 1
+    return shares

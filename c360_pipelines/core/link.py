@@ -194,6 +194,7 @@ def evidence_documents(decided: pd.DataFrame) -> Iterator[dict[str, object]]:
         weight = chunk["match_weight"].round(3).tolist()
         contributions = chunk[[f"w_{name}" for name in COMPARISONS]].round(3).to_numpy().tolist()
         rules, guards = chunk["rule"].tolist(), chunk["guard"].tolist()
+        households = chunk["household"].tolist() if "household" in chunk.columns else [None] * len(chunk)
         for row, bits in enumerate(contributions):
             document: dict[str, object] = {
                 "probability": probability[row],
@@ -204,6 +205,8 @@ def evidence_documents(decided: pd.DataFrame) -> Iterator[dict[str, object]]:
                 document["rule"] = rules[row]
             if isinstance(guards[row], str):
                 document["guard"] = guards[row]
+            if isinstance(households[row], str):
+                document["household"] = households[row]
             yield document
 
 

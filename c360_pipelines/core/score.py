@@ -7,6 +7,11 @@ random records are one person. A pair's match weight is the prior log-odds plus 
 its comparisons (a missing value adds nothing), and its probability follows. A shared
 email or phone is weighed by how many records hold that value (term frequency): a value held by two records
 is strong evidence, one held by forty is weak. The per-comparison terms are the explanation of a score.
+
+Summing the terms assumes the fields are independent. Within a household they are not: any two members share
+its family email or landline, its address and its last name. For a pair that shares a household's value
+(`compare.household_values`: one that records of clearly different people hold), those agreements count as the
+strongest of them alone (`count_household_once`).
 """
 
 from __future__ import annotations
@@ -211,9 +216,32 @@ def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted:
     return terms
 
 
-def predict(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True) -> pd.DataFrame:
+def count_household_once(terms: pd.DataFrame, households: pd.DataFrame) -> pd.DataFrame:
+    """For pairs that share a household's value (`households`: per kind, a flag per pair), the household's
+    evidence counts once: any two members of a household share its values, its address and its last name, so
+    of those agreements only the strongest weighs. Disagreements still count."""
+    in_household = households.to_numpy().any(axis=1)
+    if not in_household.any():
+        return terms
+    block = [*households.columns, "last_name"]
+    implied = in_household[:, None] & (terms[block].to_numpy() > 0) & np.isin(block, ["address", "last_name"])
+    flags = np.column_stack([households.to_numpy(), np.zeros(len(terms), dtype=bool)]) | implied
+    weights = terms[block].to_numpy()
+    strongest = np.where(flags, weights, -np.inf).argmax(axis=1)
+    keep = np.zeros_like(flags)
+    keep[np.arange(len(flags)), strongest] = True
+    adjusted = terms.copy()
+    adjusted[block] = np.where(flags & ~keep, np.minimum(weights, 0.0), weights)
+    return adjusted
+
+
+def predict(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool = True,
+            households: pd.DataFrame | None = None) -> pd.DataFrame:
     """Match weight and probability per compared pair, with each comparison's contribution."""
     terms = contributions(model, compared, frequency_adjusted)
+    if households is not None:
+        households = households.set_axis(terms.index)
+        terms = count_household_once(terms, households)
     prior_weight = np.log2(model.prior / (1 - model.prior))
     weight = prior_weight + terms.sum(axis=1).to_numpy()
     probability = 1.0 / (1.0 + np.power(2.0, -np.clip(weight, -60, 60)))
@@ -222,4 +250,14 @@ def predict(model: MatchModel, compared: pd.DataFrame, frequency_adjusted: bool 
     result["probability"] = probability
     for name in COMPARISONS:
         result[f"w_{name}"] = terms[name].to_numpy()
+    result["household"] = household_kinds(households) if households is not None else None
     return result
+
+
+def household_kinds(households: pd.DataFrame) -> np.ndarray:
+    """Per pair, the kinds of household value it shares ("email,address"), None where it shares none."""
+    kinds = np.full(len(households), None, dtype=object)
+    for kind in households.columns:
+        flagged = households[kind].to_numpy()
+        kinds[flagged] = [kind if before is None else f"{before},{kind}" for before in kinds[flagged]]
+    return kinds
