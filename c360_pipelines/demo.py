@@ -18,6 +18,7 @@ address and landline, twins, a family sharing one email, common names, and junk 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import random
 from collections.abc import Callable
@@ -181,6 +182,18 @@ def _family_email(rng: random.Random, last: str, used: set[str]) -> str:
     raise RuntimeError(f"could not find an unused family email address for the {last} household")
 
 
+# Ages are counted on this day, not today: Faker's date_of_birth counts back from today, so the same seed gave
+# other people from one day to the next (and a default model that no longer matched the one shipped).
+REFERENCE_DAY = dt.date(2025, 1, 1)
+
+
+def _birth_date(fake: Faker, youngest: int, oldest: int) -> str:
+    """A birth date of someone between `youngest` and `oldest` years old on REFERENCE_DAY, as ISO text."""
+    latest = REFERENCE_DAY.replace(year=REFERENCE_DAY.year - youngest)
+    earliest = REFERENCE_DAY.replace(year=REFERENCE_DAY.year - oldest - 1) + dt.timedelta(days=1)
+    return fake.date_between_dates(earliest, latest).isoformat()
+
+
 def generate_people(count: int, seed: int) -> list[Person]:
     """The true population: individuals, households, twins and namesakes, each with a stable person_id."""
     rng = random.Random(seed)
@@ -192,7 +205,7 @@ def generate_people(count: int, seed: int) -> list[Person]:
 
     def new_person(first: str, last: str, gender: str, address: Address, birth: str | None = None,
                    landline: str = "", tags: list[str] | None = None) -> Person:
-        birth = birth or fake.date_of_birth(minimum_age=18, maximum_age=90).isoformat()
+        birth = birth or _birth_date(fake, youngest=18, oldest=90)
         person = Person(f"P{len(people) + 1:07d}", first, last, gender, birth, _email(rng, first, last, used_emails),
                         _phone(rng), landline, address, tags=list(tags or []))
         if rng.random() < 0.08:
@@ -223,7 +236,7 @@ def generate_people(count: int, seed: int) -> list[Person]:
                     member.email, member.tags = family, [*member.tags, "shared_email"]
         elif roll < 0.13 and count - len(people) >= 2:  # twins: same surname, birth date and home
             last, address = rng.choice(pools["last"]), _address(rng, pools)
-            birth = fake.date_of_birth(minimum_age=18, maximum_age=60).isoformat()
+            birth = _birth_date(fake, youngest=18, oldest=60)
             for g in rng.choices("FM", k=2):
                 new_person(random_first(g), last, g, address, birth=birth, tags=["twin"])
         elif roll < 0.16:  # a namesake of many others
