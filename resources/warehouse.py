@@ -49,10 +49,16 @@ def _engine(url: str) -> sa.Engine:
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
+    # Takes effect only on a new database, before WAL fixes its layout: 16 KiB pages instead of 4 made the 1M
+    # profile build write a tenth less, with a third less system time.
+    cursor.execute("PRAGMA page_size=16384")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-262144")  # 256 MiB of page cache: bulk loads touch big indexes
     cursor.execute("PRAGMA temp_store=MEMORY")
+    # Reads through a memory map instead of a read() per page: at most 2 GiB in the sqlite3 module's build. The
+    # 1M profile build's workers spent a third less system time and the build took a tenth less.
+    cursor.execute(f"PRAGMA mmap_size={16 * 1024**3}")
     # large sorts (index builds after a bulk load, ORDER BY, GROUP BY) may use helper threads: off by default
     cursor.execute(f"PRAGMA threads={min(4, os.cpu_count() or 1)}")
     cursor.close()
@@ -185,9 +191,11 @@ def fill_temporary_table(connection: sa.Connection, name: str, frame: pd.DataFra
     connection.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ({columns})")
     connection.exec_driver_sql(f"DELETE FROM {name}")
     if len(frame):
-        placeholders = ", ".join(f":{column}" for column in frame.columns)
-        connection.execute(sa.text(f"INSERT INTO {name} ({', '.join(frame.columns)}) VALUES ({placeholders})"),
-                           frame.astype(object).to_dict("records"))
+        # rows straight to the driver: through SQLAlchemy's named parameters a part of 25k IDs took 0.3 s
+        marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
+        connection.exec_driver_sql(f"INSERT INTO {name} ({', '.join(frame.columns)}) "
+                                   f"VALUES ({', '.join(marker for _ in frame.columns)})", list(rows))
 
 
 def read_sql(connection: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
