@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
+import itertools
 import json
 import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,11 +156,13 @@ def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.dat
     full = full or last_fingerprint(warehouse) != fingerprint
     with warehouse.engine.connect() as reader:
         scope = every_profile_id(reader) if full else affected_ids(reader)
-        inputs = build_inputs(reader, warehouse.url, config, now or utc_now()) if scope else None
-    parts = build_parts(scope, inputs.ids, inputs.splits, part_people) if inputs else []
-    timings["plan"] = time.perf_counter() - started
-    written = {"profiles": 0, "unchanged": 0, "events": 0}
-    with warehouse.transaction() as connection:
+    # More than a part's worth: the workers start now and load their modules while this process plans.
+    workers = workers if len(scope) > part_people else 1
+    with _worker_pool(workers) as pool, warehouse.transaction() as connection:
+        inputs = build_inputs(warehouse, config, now or utc_now()) if scope else None
+        parts = build_parts(scope, inputs.ids, inputs.splits, part_people) if inputs else []
+        timings["plan"] = time.perf_counter() - started
+        written = {"profiles": 0, "unchanged": 0, "events": 0}
         _delete_profiles(connection, None if full else scope)
         # A full build fills whole tables: their indexes are built once, after the load. Not on PostgreSQL, where
         # dropping an index locks the table against the workers still reading the published profiles.
@@ -176,7 +180,7 @@ def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.dat
             record_reads()
         meanwhile = (lambda: None) if warehouse.is_postgres else record_reads
         with indexes_rebuilt_after(connection, PROFILE_TABLES if rebuild_indexes else ()):
-            for part in built_parts(inputs, parts, workers, meanwhile) if inputs else ():
+            for part in built_parts(inputs, parts, pool, workers, meanwhile) if inputs else ():
                 writing = time.perf_counter()
                 written["events"] += _write_part(warehouse, connection, part)
                 written["profiles"] += part.profiles
@@ -253,13 +257,15 @@ class BuiltPart:
     seconds: dict[str, float]
 
 
-def build_inputs(connection: sa.Connection, url: str, config: C360Config, now: dt.datetime) -> BuildInputs:
+def build_inputs(warehouse: WarehouseResource, config: C360Config, now: dt.datetime) -> BuildInputs:
     """What every part needs besides its own people: merge and split history, and the spelling population."""
-    # only merged IDs and what they point at: the events need nothing else, and every part gets a copy
-    ids = read_sql(connection, "SELECT c360_id, status, merged_into FROM ids WHERE status = 'merged' "
-                               "OR c360_id IN (SELECT merged_into FROM ids WHERE status = 'merged')")
-    splits = read_sql(connection, "SELECT c360_id, related FROM id_change WHERE change = 'split'")
-    return BuildInputs(url, config, spelling_population(read_spellings(connection)), ids, splits, now)
+    with warehouse.engine.connect() as connection:
+        # only merged IDs and what they point at: the events need nothing else, and every part gets a copy
+        ids = read_sql(connection, "SELECT c360_id, status, merged_into FROM ids WHERE status = 'merged' "
+                                   "OR c360_id IN (SELECT merged_into FROM ids WHERE status = 'merged')")
+        splits = read_sql(connection, "SELECT c360_id, related FROM id_change WHERE change = 'split'")
+        population = spelling_population(read_spellings(connection))
+    return BuildInputs(warehouse.url, config, population, ids, splits, now)
 
 
 def every_profile_id(connection: sa.Connection) -> list[str]:
@@ -272,51 +278,55 @@ def build_parts(scope: list[str], ids: pd.DataFrame, splits: pd.DataFrame, part_
     """The IDs to build, cut into parts of about `part_people`. A merged ID goes with its survivor and a split's
     pieces with the ID that split, because the merged and split events are read off both sides at once."""
     anchors = event_anchors(scope, ids, splits)
-    groups: dict[str, list[str]] = {}
-    for c360_id in scope:
-        groups.setdefault(anchors[c360_id], []).append(c360_id)
+    ordered = scope if all(a <= b for a, b in itertools.pairwise(scope)) else sorted(scope)
+    # Nearly every ID is its own anchor, and those are in order already: only the few others need sorting.
+    own = ((c360_id, c360_id) for c360_id in ordered if anchors[c360_id] == c360_id)
+    moved = sorted((anchors[c360_id], c360_id) for c360_id in ordered if anchors[c360_id] != c360_id)
     parts: list[list[str]] = [[]]
-    for anchor in sorted(groups):
-        if len(parts[-1]) >= part_people:
+    previous = None
+    for anchor, c360_id in heapq.merge(own, moved):
+        if len(parts[-1]) >= part_people and anchor != previous:
             parts.append([])
-        parts[-1].extend(groups[anchor])
+        parts[-1].append(c360_id)
+        previous = anchor
     return [part for part in parts if part]
 
 
-def built_parts(inputs: BuildInputs, parts: list[list[str]], workers: int,
+@contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` processes, started at once (None for one: parts are then built here)."""
+    if workers <= 1:
+        yield None
+        return
+    # spawn, not fork: the parent holds database connections and, under Dagster, threads
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in range(workers):
+            pool.submit(_started)  # the executor starts a process only for a task no idle one can take
+        yield pool
+
+
+def _started() -> None:
+    """Nothing: the worker has imported this module, and with it everything a part needs, by the time it runs."""
+
+
+def built_parts(inputs: BuildInputs, parts: list[list[str]], pool: ProcessPoolExecutor | None, workers: int,
                 meanwhile: Callable[[], None] = lambda: None) -> Iterator[BuiltPart]:
-    """Each part built, in order: here for a single part, else in `workers` fresh processes, at most one part
-    each ahead of the writer so finished parts do not pile up in memory. `meanwhile` runs while the first
-    parts are being built."""
-    if workers <= 1 or len(parts) <= 1:
+    """Each part built, in order: here without a pool or for a single part, else by the pool's `workers`, at
+    most one part each ahead of the writer so finished parts do not pile up in memory. `meanwhile` runs while
+    the first parts are being built."""
+    if pool is None or len(parts) <= 1:
         meanwhile()
         yield from (build_part(inputs, part) for part in parts)
         return
-    # spawn, not fork: the parent holds database connections and, under Dagster, threads
-    with ProcessPoolExecutor(min(workers, len(parts)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_remember_inputs, initargs=(inputs,)) as pool:
-        waiting: deque[Future[BuiltPart]] = deque()
-        for position, part in enumerate(parts):
-            waiting.append(pool.submit(_build_part_in_worker, part))
-            if position == min(workers, len(parts)) - 1:
-                meanwhile()
-            if len(waiting) > workers:
-                yield waiting.popleft().result()
-        while waiting:
+    waiting: deque[Future[BuiltPart]] = deque()
+    for position, part in enumerate(parts):
+        waiting.append(pool.submit(build_part, inputs, part))  # the inputs are small: 0.6 MB at 1M records
+        if position == min(workers, len(parts)) - 1:
+            meanwhile()
+        if len(waiting) > workers:
             yield waiting.popleft().result()
-
-
-_worker_inputs: BuildInputs | None = None
-
-
-def _remember_inputs(inputs: BuildInputs) -> None:
-    global _worker_inputs
-    _worker_inputs = inputs
-
-
-def _build_part_in_worker(part: list[str]) -> BuiltPart:
-    assert _worker_inputs is not None, "the worker was started without its build inputs"
-    return build_part(_worker_inputs, part)
+    while waiting:
+        yield waiting.popleft().result()
 
 
 def build_part(inputs: BuildInputs, part: list[str]) -> BuiltPart:
@@ -390,14 +400,19 @@ def affected_ids(connection: sa.Connection) -> list[str]:
     return sorted(row[0] for row in found)
 
 
-def read_spellings(connection: sa.Connection) -> pd.DataFrame:
-    """Every spelling of every name part across all person records, with how many records carry it (grouped in
-    the database, so this stays small however many records there are)."""
-    parts = [f"SELECT '{part}' AS attribute, {part} AS value, {norm} AS norm, COUNT(*) AS records FROM individual "
-             f"WHERE {part} IS NOT NULL GROUP BY {part}{', ' + norm if norm != 'NULL' else ''}"
-             for part, norm in (("first_name", "first_name_norm"), ("middle_name", "NULL"),
-                                ("last_name", "last_name_norm"), ("name_suffix", "NULL"))]
-    return read_sql(connection, " UNION ALL ".join(parts))
+SPELLING_PARTS: tuple[tuple[str, str | None], ...] = (
+    ("first_name", "first_name_norm"), ("middle_name", None), ("last_name", "last_name_norm"), ("name_suffix", None))
+
+
+def read_spellings(connection: sa.Connection,
+                   parts: tuple[tuple[str, str | None], ...] = SPELLING_PARTS) -> pd.DataFrame:
+    """Every spelling of each name part (with its folded form where standardising made one) across all person
+    records, with how many records carry it (grouped in the database, so this stays small however many records
+    there are)."""
+    selects = [f"SELECT '{part}' AS attribute, {part} AS value, {norm or 'NULL'} AS norm, COUNT(*) AS records "
+               f"FROM individual WHERE {part} IS NOT NULL GROUP BY {part}{', ' + norm if norm else ''}"
+               for part, norm in parts]
+    return read_sql(connection, " UNION ALL ".join(selects))
 
 
 def _fill_scope(connection: sa.Connection, ids: list[str]) -> None:
