@@ -161,7 +161,7 @@ def build_at_scale(people: int) -> dict[str, object]:
             "contact_points": report.contact_points, "provenance_rows": report.provenance_rows,
             "insight_rows": report.insight_rows, "events": report.events,
             "rerun_seconds": round(time.perf_counter() - started, 1), "rerun_events": rerun.events,
-            "peak_gb": peak.gb}
+            "peak_gb": peak.gb, "resident_gb": peak.resident_gb}
 
 
 def write_results(accuracy_rows: list[dict[str, object]], people: int, scale: dict[str, object] | None) -> None:
@@ -176,7 +176,9 @@ def write_results(accuracy_rows: list[dict[str, object]], people: int, scale: di
     if scale:
         lines += ["", (f"First build of the profiles of {scale['records']:,} source records ({scale['profiles']:,} people; "
                        f"`python benchmarks/profiles.py --scale-people 440000`, SQLite, in a fresh process): "
-                       f"**{scale['seconds']} s**, peak memory of the process and its workers **{scale['peak_gb']} GB**, "
+                       f"**{scale['seconds']} s**, peak memory of the process and its workers **{scale['peak_gb']} GB** "
+                       f"(private; resident with the mapped database file and libraries counted per process: "
+                       f"{scale.get('resident_gb', '-')} GB), "
                        f"in {scale['parts']} parts built by 2 worker processes while the first writes (stage seconds "
                        f"summed over the processes, which share 2 cores: {_stages(scale['stage_s'])}); wrote "
                        f"{scale['contact_points']:,} contact points, {scale['provenance_rows']:,} provenance rows and "
