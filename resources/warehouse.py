@@ -128,12 +128,13 @@ class WarehouseResource(dg.ConfigurableResource):
         return self.insert_rows(table, frame, connection)
 
     def insert_rows(self, table: str, frame: pd.DataFrame, connection: sa.Connection) -> int:
-        """Bulk-insert `frame` in chunks, so memory stays bounded however large the batch is."""
+        """Bulk-insert `frame` in chunks, so memory stays bounded however large the batch is. Columns of the table
+        that `frame` lacks are inserted empty; others in `frame` are ignored."""
         columns = columns_of(MODELS[table])
         column_list = ", ".join(f'"{c}"' for c in columns)
         for start in range(0, len(frame), INSERT_CHUNK_ROWS):
-            chunk = frame.iloc[start:start + INSERT_CHUNK_ROWS].reindex(columns=columns)
-            rows = _python_rows(chunk, table, times_as_text=connection.dialect.name == "sqlite")
+            chunk = frame.iloc[start:start + INSERT_CHUNK_ROWS]
+            rows = _python_rows(chunk, table, columns, times_as_text=connection.dialect.name == "sqlite")
             if connection.dialect.name == "postgresql":
                 raw = connection.connection.driver_connection
                 with raw.cursor() as cursor, cursor.copy(f'COPY "{table}" ({column_list}) FROM STDIN') as copy:
@@ -206,8 +207,9 @@ def read_sql(connection: sa.Connection, sql: str, params: Mapping[str, Any] | No
     return pd.read_sql(sa.text(sql), connection, params=dict(params or {}))
 
 
-def _python_rows(frame: pd.DataFrame, table: str, times_as_text: bool = False) -> Iterator[tuple[Any, ...]]:
-    """Rows of plain Python values (None for missing), which both DB drivers bind without adapters.
+def _python_rows(frame: pd.DataFrame, table: str, columns: Sequence[str],
+                 times_as_text: bool = False) -> Iterator[tuple[Any, ...]]:
+    """Rows of plain Python values (None for missing) of `columns`, which both DB drivers bind without adapters.
 
     With `times_as_text` (SQLite), times and dates are written as the text SQLite stores them as, made here for
     the whole column at once: the sqlite3 module's own adapter is a Python call per value (deprecated since
@@ -217,7 +219,10 @@ def _python_rows(frame: pd.DataFrame, table: str, times_as_text: bool = False) -
     timestamp_columns = set(datetime_columns(model))
     day_columns = set(date_columns(model))
     values: list[Sequence[Any]] = []
-    for column in frame.columns:
+    for column in columns:
+        if column not in frame.columns:
+            values.append([None] * len(frame))
+            continue
         series = frame[column]
         if column in timestamp_columns:
             # already times: to_datetime would still walk every value to decide whether to cache (3 s at 1M)
@@ -225,19 +230,30 @@ def _python_rows(frame: pd.DataFrame, table: str, times_as_text: bool = False) -
             stamps = times.to_numpy(dtype="datetime64[us]")
             values.append(_times_as_text(stamps) if times_as_text else stamps.astype(object).tolist())
         elif column in day_columns:
-            days = [_as_date(v) for v in series]
-            values.append([None if day is None else day.isoformat() for day in days] if times_as_text else days)
+            values.append(_days_as_text(series) if times_as_text else [_as_date(v) for v in series])
         else:
-            values.append(series.astype(object).where(series.notna(), None).tolist())
+            plain = series.to_numpy(dtype=object, copy=True)
+            plain[pd.isna(plain)] = None
+            values.append(plain.tolist())
     return zip(*values, strict=True)
 
 
 def _times_as_text(stamps: np.ndarray) -> list[str | None]:
-    """`datetime.isoformat(" ")` of each time (no fraction when it is whole seconds), None for NaT."""
-    texts = np.datetime_as_string(stamps, unit="us").tolist()
-    whole = (stamps.view(np.int64) % 1_000_000 == 0).tolist()
-    return [None if text == "NaT" else f"{text[:10]} {text[11:19] if is_whole else text[11:]}"
-            for text, is_whole in zip(texts, whole, strict=True)]
+    """`datetime.isoformat(" ")` of each time (no fraction when it is whole seconds), None for NaT; made with
+    numpy's string functions for the whole column (a Python f-string per value was 2 s of the 1M profile build)."""
+    texts = np.strings.replace(np.datetime_as_string(stamps, unit="us"), "T", " ")
+    whole = stamps.view(np.int64) % 1_000_000 == 0
+    made = np.where(whole, texts.astype("U19"), texts).astype(object)
+    made[np.isnat(stamps)] = None
+    return made.tolist()
+
+
+def _days_as_text(series: pd.Series) -> list[str | None]:
+    """ISO text of each day (dates, times or text), None where missing, for the whole column at once."""
+    days = pd.to_datetime(series, errors="coerce").to_numpy(dtype="datetime64[D]")
+    made = np.datetime_as_string(days, unit="D").astype(object)
+    made[np.isnat(days)] = None
+    return made.tolist()
 
 
 def _as_date(value: Any) -> dt.date | None:
