@@ -284,7 +284,8 @@ def write_results(rows: list[dict[str, object]]) -> None:
         lines.append(f"| {r['data']} | {r['tool']} | {r['records']:,} | {r['precision']:.4f} | {r['recall']:.4f} | "
                      f"{r['f1']:.4f} | {r['false_pairs']:,} | {r['seconds_identity']:.1f} | {r['seconds_total']:.1f} | "
                      f"{r['notes']} |")
-    lines.append(f"\nPeak memory of the whole benchmark process: "
+    lines.append(f"\nPeak resident memory of the whole benchmark process (with the pages of the warehouse files it "
+                 f"mapped): "
                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GB.")
     _replace_section(ROOT / "benchmarks" / "RESULTS.md", "## Identity accuracy", "\n".join(lines) + "\n")
 

@@ -170,7 +170,8 @@ def build_profiles(warehouse: WarehouseResource, config: C360Config, now: dt.dat
         rebuild_indexes = full and not warehouse.is_postgres
 
         def record_reads() -> None:
-            with indexes_rebuilt_after(connection, READ_TABLES if rebuild_indexes else ()):
+            # rows go in in the order of the tables' record-key indexes: only the 360-ID ones are built after
+            with indexes_rebuilt_after(connection, READ_TABLES if rebuild_indexes else (), only=("c360_id",)):
                 _record_reads(connection, scoped=not full)
 
         # On SQLite this transaction has held the only write lock since its DELETE, so nothing can land between
@@ -300,10 +301,13 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     # spawn, not fork: the parent holds database connections and, under Dagster, threads
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         for _ in range(workers):
             pool.submit(_started)  # the executor starts a process only for a task no idle one can take
         yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # idle workers exit on their own: 0.5 s not waited for
 
 
 def _started() -> None:
