@@ -453,7 +453,7 @@ def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: st
     for name in compare.COMPARISONS:
         level = int(compared.iloc[0][name])
         label = "missing on one side" if level == compare.MISSING else compare.LEVELS[name][level]
-        if name in household or (household and name == "last_name" and level > 0):
+        if name in household or (household and name in ("last_name", "address") and level > 0):
             label += f" ({HOUSEHOLD_NOTE})"
         fields.append((name, label, float(decided[f"w_{name}"])))
     return Explanation(

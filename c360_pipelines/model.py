@@ -170,7 +170,7 @@ class IdentityLink(BaseModel):
     rule: str | None = Field(None, description="The match rule that held for the pair, if any.")
     guard: str | None = Field(None, description="The guard that stopped a link, if any (name_conflict).")
     linked: bool = Field(description="Whether the pair was linked before clustering.")
-    evidence: str = Field(description="JSON: probability, weight, each field's contribution, rule, guard.")
+    evidence: str = Field(description="JSON: probability, weight, each field's contribution, rule, guard, and the kinds of household value the pair shares (counted once).")
 
 
 class Xref(BaseModel):
