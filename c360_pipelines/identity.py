@@ -40,13 +40,6 @@ class Prepared:
     data: MatchInput
     candidates: block.Candidates
     compared: pd.DataFrame
-    _households: dict[tuple[str, ...], dict[str, frozenset[str]]] = field(default_factory=dict)
-
-    def households(self, conflict_fields: tuple[str, ...]) -> dict[str, frozenset[str]]:
-        """The household values of the data (`compare.household_values`), found once per set of fields."""
-        if conflict_fields not in self._households:
-            self._households[conflict_fields] = compare.household_values(self.data, conflict_fields)
-        return self._households[conflict_fields]
 
 
 @dataclass(frozen=True)
@@ -160,7 +153,10 @@ def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchC
     model = score.rescaled(model, len(prepared.data))
     guards = link.guards_in_force(config, model.field_conflicts)
     trusted = tuple(sorted(link.GUARDED_FIELDS[guard] for guard in guards))
-    households = compare.household_shares(prepared.data, compared[["i", "j"]], prepared.households(trusted))
+    pairs = compared[["i", "j"]]
+    # only the values of these pairs' records are looked at: an incremental run scores a few thousand pairs
+    involved = np.unique(pairs.to_numpy()) if len(pairs) < len(prepared.data) else None
+    households = compare.household_shares(prepared.data, pairs, compare.household_values(prepared.data, trusted, involved))
     return link.decide_links(prepared.data, compared, score.predict(model, compared, households=households),
                              config, guards)
 

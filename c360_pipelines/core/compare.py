@@ -269,15 +269,19 @@ def contact_values(data: MatchInput, kind: str) -> pd.DataFrame:
     return (data.emails if kind == "email" else data.phones)[["rec", "value"]]
 
 
-def household_values(data: MatchInput, conflict_fields: tuple[str, ...]) -> dict[str, frozenset[str]]:
+def household_values(data: MatchInput, conflict_fields: tuple[str, ...],
+                     records: np.ndarray | None = None) -> dict[str, frozenset[str]]:
     """Per kind, the contact values that records known to be different people hold: two holders whose first
     names (or birth dates) clearly conflict, on the fields in `conflict_fields`. A family email, a household
-    landline, a shared home address."""
+    landline, a shared home address. With `records` (positions), only the values those records hold are looked
+    at (with all their holders): what scoring a few pairs of a new batch needs."""
     found: dict[str, frozenset[str]] = {kind: frozenset() for kind in HOUSEHOLD_KINDS}
     if not conflict_fields:
         return found
     for kind in HOUSEHOLD_KINDS:
         values = contact_values(data, kind)
+        if records is not None:
+            values = values[values["value"].isin(values.loc[values["rec"].isin(records), "value"])]
         holders = values.groupby("value")["rec"].transform("size")
         values = values[(holders >= 2) & (holders <= MAX_HOLDERS_CHECKED)]
         pairs = values.merge(values, on="value", suffixes=("_a", "_b"))
