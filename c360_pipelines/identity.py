@@ -156,7 +156,7 @@ def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchC
     pairs = compared[["i", "j"]]
     # only the values of these pairs' records are looked at: an incremental run scores a few thousand pairs
     involved = np.unique(pairs.to_numpy()) if len(pairs) < len(prepared.data) else None
-    households = compare.household_shares(prepared.data, pairs, compare.household_values(prepared.data, trusted, involved))
+    households = compare.household_shares(prepared.data, pairs, trusted, involved)
     return link.decide_links(prepared.data, compared, score.predict(model, compared, households=households),
                              config, guards)
 
@@ -449,7 +449,7 @@ def explain_pair(warehouse: WarehouseResource, config: MatchConfig, record_a: st
     for name in compare.COMPARISONS:
         level = int(compared.iloc[0][name])
         label = "missing on one side" if level == compare.MISSING else compare.LEVELS[name][level]
-        if name in household or (household and name in ("last_name", "address") and level > 0):
+        if name in household or (household and name in score.IMPLIED_BY_HOUSEHOLD and level > 0):
             label += f" ({HOUSEHOLD_NOTE})"
         fields.append((name, label, float(decided[f"w_{name}"])))
     return Explanation(

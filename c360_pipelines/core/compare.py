@@ -275,40 +275,44 @@ def household_values(data: MatchInput, conflict_fields: tuple[str, ...],
     names (or birth dates) clearly conflict, on the fields in `conflict_fields`. A family email, a household
     landline, a shared home address. With `records` (positions), only the values those records hold are looked
     at (with all their holders): what scoring a few pairs of a new batch needs."""
-    found: dict[str, frozenset[str]] = {kind: frozenset() for kind in HOUSEHOLD_KINDS}
-    if not conflict_fields:
-        return found
-    for kind in HOUSEHOLD_KINDS:
-        values = contact_values(data, kind)
-        if records is not None:
-            values = values[values["value"].isin(values.loc[values["rec"].isin(records), "value"])]
-        holders = values.groupby("value")["rec"].transform("size")
-        values = values[(holders >= 2) & (holders <= MAX_HOLDERS_CHECKED)]
-        pairs = values.merge(values, on="value", suffixes=("_a", "_b"))
-        pairs = pairs[pairs["rec_a"] < pairs["rec_b"]].reset_index(drop=True)
-        if pairs.empty:
-            continue
-        i, j = pairs["rec_a"].to_numpy(), pairs["rec_b"].to_numpy()
-        conflict = np.zeros(len(pairs), dtype=bool)
-        if "first_name" in conflict_fields:
-            names = pd.DataFrame(index=pairs.index)
-            _compare_names(data, i, j, names)
-            conflict |= names["first_name"].to_numpy() == 0
-        if "birth_date" in conflict_fields:
-            conflict |= _birth_date_levels(data.arrays.birth[i], data.arrays.birth[j]) == 0
-        found[kind] = frozenset(pairs.loc[conflict, "value"])
-    return found
+    return {kind: _household_values_of(data, contact_values(data, kind), conflict_fields, records)
+            for kind in HOUSEHOLD_KINDS}
 
 
-def household_shares(data: MatchInput, pairs: pd.DataFrame, households: dict[str, frozenset[str]]) -> pd.DataFrame:
-    """Per pair and kind: whether the two records share one of the household values of that kind."""
+def household_shares(data: MatchInput, pairs: pd.DataFrame, conflict_fields: tuple[str, ...],
+                     records: np.ndarray | None = None) -> pd.DataFrame:
+    """Per pair and kind: whether the two records share one of the household values of that kind (found as
+    `household_values` finds them, with the same `records`)."""
     shares = pd.DataFrame(index=pairs.index)
     for kind in HOUSEHOLD_KINDS:
         values = contact_values(data, kind)
-        values = values[values["value"].isin(households.get(kind, frozenset()))]
-        if values.empty or pairs.empty:
-            shares[kind] = np.zeros(len(pairs), dtype=bool)
-            continue
-        level, _ = _shared_value_levels(pairs, values, values["value"].value_counts())
-        shares[kind] = level == 1
+        households = values[values["value"].isin(_household_values_of(data, values, conflict_fields, records))]
+        shares[kind] = np.zeros(len(pairs), dtype=bool)
+        if len(households) and len(pairs):
+            level, _ = _shared_value_levels(pairs, households, households["value"].value_counts())
+            shares[kind] = level == 1
     return shares
+
+
+def _household_values_of(data: MatchInput, values: pd.DataFrame, conflict_fields: tuple[str, ...],
+                         records: np.ndarray | None) -> frozenset[str]:
+    """Of the (rec, value) rows of one kind, the values two holders of clearly different people share."""
+    if not conflict_fields:
+        return frozenset()
+    if records is not None:
+        values = values[values["value"].isin(values.loc[values["rec"].isin(records), "value"])]
+    holders = values.groupby("value")["rec"].transform("size")
+    values = values[(holders >= 2) & (holders <= MAX_HOLDERS_CHECKED)]
+    pairs = values.merge(values, on="value", suffixes=("_a", "_b"))
+    pairs = pairs[pairs["rec_a"] < pairs["rec_b"]].reset_index(drop=True)
+    if pairs.empty:
+        return frozenset()
+    i, j = pairs["rec_a"].to_numpy(), pairs["rec_b"].to_numpy()
+    conflict = np.zeros(len(pairs), dtype=bool)
+    if "first_name" in conflict_fields:
+        names = pd.DataFrame(index=pairs.index)
+        _compare_names(data, i, j, names)
+        conflict |= names["first_name"].to_numpy() == 0
+    if "birth_date" in conflict_fields:
+        conflict |= _birth_date_levels(data.arrays.birth[i], data.arrays.birth[j]) == 0
+    return frozenset(pairs.loc[conflict, "value"])

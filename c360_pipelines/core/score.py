@@ -216,6 +216,10 @@ def contributions(model: MatchModel, compared: pd.DataFrame, frequency_adjusted:
     return terms
 
 
+# Agreements any two members of a household have, whichever value of theirs the pair shares.
+IMPLIED_BY_HOUSEHOLD = ("address", "last_name")
+
+
 def count_household_once(terms: pd.DataFrame, households: pd.DataFrame) -> pd.DataFrame:
     """For pairs that share a household's value (`households`: per kind, a flag per pair), the household's
     evidence counts once: any two members of a household share its values, its address and its last name, so
@@ -224,7 +228,7 @@ def count_household_once(terms: pd.DataFrame, households: pd.DataFrame) -> pd.Da
     if not in_household.any():
         return terms
     block = [*households.columns, "last_name"]
-    implied = in_household[:, None] & (terms[block].to_numpy() > 0) & np.isin(block, ["address", "last_name"])
+    implied = in_household[:, None] & (terms[block].to_numpy() > 0) & np.isin(block, IMPLIED_BY_HOUSEHOLD)
     flags = np.column_stack([households.to_numpy(), np.zeros(len(terms), dtype=bool)]) | implied
     weights = terms[block].to_numpy()
     strongest = np.where(flags, weights, -np.inf).argmax(axis=1)
