@@ -414,8 +414,9 @@ def explain(
                   f"(links at {project.match.threshold})", highlight=False)
     if any(HOUSEHOLD_NOTE in level for _, level, _ in why.fields):
         console.print("household: the two share a value that records of different people hold (a family email, "
-                      "a home address); any two of that household agree on it and on the last name, so of those "
-                      "only the strongest counts", highlight=False)
+                      "a home address), or one holds it and the other writes it nearly the same; any two of that "
+                      "household agree on it and on the last name, so of those only the strongest counts",
+                      highlight=False)
     if why.rule:
         console.print(f"rule that holds: {why.rule}", highlight=False)
     if why.guard:

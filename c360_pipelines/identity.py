@@ -156,7 +156,7 @@ def score_and_decide(prepared: Prepared, model: score.MatchModel, config: MatchC
     pairs = compared[["i", "j"]]
     # only the values of these pairs' records are looked at: an incremental run scores a few thousand pairs
     involved = np.unique(pairs.to_numpy()) if len(pairs) < len(prepared.data) else None
-    households = compare.household_shares(prepared.data, pairs, trusted, involved)
+    households = compare.household_shares(prepared.data, compared, trusted, involved)
     return link.decide_links(prepared.data, compared, score.predict(model, compared, households=households),
                              config, guards)
 

@@ -214,6 +214,20 @@ def test_only_the_first_names_can_tell_a_household_when_birth_dates_are_not_trus
     assert households["address"] == {"7804 STEVENS RD|81000"}
 
 
+def test_a_pair_agrees_on_a_household_value_when_one_holds_it_and_the_other_writes_it_nearly_the_same() -> None:
+    home = {"last": "nelson", "postal_code": "81000"}
+    data = match_input({**home, "first": "joshua", "birth_date": "1957-05-28", "line1": "7804 STEVENS RD",
+                        "email": "thenelsons88@outlook.com"},
+                       {**home, "first": "mary", "line1": "7804 STEVENS RD", "email": "thenelsons88@outlook.com"},
+                       {**home, "first": "liz", "line1": "7804 STEVENS ROAD", "email": "thenelsons88@outlok.com"},
+                       {**home, "first": "anne", "line1": "12 HILL ST", "email": "anne@nelson.me"})
+    compared = compare.compare_pairs(data, pd.DataFrame({"i": [0, 0, 3], "j": [1, 2, 2]}))
+    shares = compare.household_shares(data, compared, ("birth_date", "first_name"))
+    # Joshua and Mary both hold the family's email and place; Liz writes both nearly the same; Anne neither
+    assert shares.to_dict("list") == {"email": [True, True, False], "phone": [False, False, False],
+                                      "address": [True, True, False]}
+
+
 def test_a_pair_in_a_household_counts_its_shared_values_address_and_last_name_once() -> None:
     terms = pd.DataFrame({"first_name": [7.7, 7.7], "last_name": [9.0, 9.0], "birth_date": [0.0, 0.0],
                           "email": [11.5, 11.5], "phone": [-3.9, 10.0], "address": [12.5, 12.5], "identifier": [0.0, 0.0]})

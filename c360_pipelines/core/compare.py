@@ -177,9 +177,10 @@ def _shared_value_levels(pairs: pd.DataFrame, table: pd.DataFrame, value_counts:
 
     Also returns, for shared values, how many records hold the rarest shared value.
     """
-    has_value = np.zeros(int(max(pairs["j"].max() if len(pairs) else 0, table["rec"].max() if len(table) else 0)) + 1, bool)
-    has_value[table["rec"].to_numpy()] = True
     i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    largest = max(int(i.max()) if len(i) else 0, int(j.max()) if len(j) else 0, int(table["rec"].max()) if len(table) else 0)
+    has_value = np.zeros(largest + 1, bool)
+    has_value[table["rec"].to_numpy()] = True
     both = has_value[i] & has_value[j]
     indexed = pairs[["i", "j"]].reset_index(drop=True).reset_index(names="pair")
     left = indexed.merge(table, left_on="i", right_on="rec")[["pair", "j", "value"]]
@@ -257,6 +258,7 @@ def _identifier_levels(data: MatchInput, pairs: pd.DataFrame, i: np.ndarray, j: 
 
 HOUSEHOLD_KINDS = ("email", "phone", "address")
 MAX_HOLDERS_CHECKED = 50  # a value held by more records is no household's: blocking or term frequency see to it
+NEAR_LEVEL = {"email": 1, "phone": 1, "address": 2}  # the lowest level of each comparison that is a near spelling
 
 
 def contact_values(data: MatchInput, kind: str) -> pd.DataFrame:
@@ -279,18 +281,23 @@ def household_values(data: MatchInput, conflict_fields: tuple[str, ...],
             for kind in HOUSEHOLD_KINDS}
 
 
-def household_shares(data: MatchInput, pairs: pd.DataFrame, conflict_fields: tuple[str, ...],
+def household_shares(data: MatchInput, compared: pd.DataFrame, conflict_fields: tuple[str, ...],
                      records: np.ndarray | None = None) -> pd.DataFrame:
-    """Per pair and kind: whether the two records share one of the household values of that kind (found as
-    `household_values` finds them, with the same `records`)."""
-    shares = pd.DataFrame(index=pairs.index)
+    """Per compared pair and kind: whether the pair agrees on one of the household values of that kind (found as
+    `household_values` finds them, with the same `records`): both hold it, or one holds it and the other's value
+    of that kind is a near spelling of it (a family email with a typo, the home street written another way)."""
+    shares = pd.DataFrame(index=compared.index)
     for kind in HOUSEHOLD_KINDS:
         values = contact_values(data, kind)
         households = values[values["value"].isin(_household_values_of(data, values, conflict_fields, records))]
-        shares[kind] = np.zeros(len(pairs), dtype=bool)
-        if len(households) and len(pairs):
-            level, _ = _shared_value_levels(pairs, households, households["value"].value_counts())
-            shares[kind] = level == 1
+        shares[kind] = np.zeros(len(compared), dtype=bool)
+        if len(households) and len(compared):
+            level, _ = _shared_value_levels(compared, households, households["value"].value_counts())
+            holds = np.zeros(len(data), dtype=bool)
+            holds[households["rec"].to_numpy()] = True
+            either = holds[compared["i"].to_numpy()] | holds[compared["j"].to_numpy()]
+            near = either & (compared[kind].to_numpy() >= NEAR_LEVEL[kind])
+            shares[kind] = (level == 1) | near
     return shares
 
 
