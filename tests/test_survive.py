@@ -196,6 +196,14 @@ def test_the_content_fingerprint_changes_with_any_attribute_and_only_then() -> N
     assert content_hashes(golden, empty, insights)["p1"] != before["p1"]
 
 
+def test_a_profiles_fingerprint_does_not_depend_on_the_profiles_it_is_built_with() -> None:
+    golden = pd.DataFrame({"c360_id": ["p1", "p2"], "first_seen": pd.to_datetime(
+        ["2024-01-05 00:00:00", "2024-02-01 09:30:00.250000"], format="ISO8601")})
+    empty = pd.DataFrame(columns=["c360_id"])
+    alone = content_hashes(golden.iloc[:1], empty, empty)["p1"]  # built alone, its time of day is all midnight
+    assert content_hashes(golden, empty, empty)["p1"] == alone
+
+
 def test_a_name_only_ever_written_in_one_case_is_shown_capitalised_as_names_are() -> None:
     frame = records({"source": "crm", "source_record_id": "1", "last_name": "MCDONALD"},
                     {"source": "shop", "source_record_id": "2", "last_name": "mcdonald"})

@@ -626,13 +626,15 @@ def content_hashes(golden: pd.DataFrame, contact_points: pd.DataFrame, insights:
     the same fingerprints and a change anywhere in a profile gives a new one.
     """
     attributes = golden.drop(columns=["profile_hash", "last_changed"], errors="ignore").set_index("c360_id")
-    own = pd.Series(pd.util.hash_pandas_object(_as_text(attributes), index=False).to_numpy(), index=attributes.index)
+    # categorize=False: the same hashes, without first finding the distinct values of columns that are mostly unique
+    own = pd.Series(pd.util.hash_pandas_object(_as_text(attributes), index=False, categorize=False).to_numpy(),
+                    index=attributes.index)
     total = own.astype(np.uint64)
     for part in (contact_points.drop(columns=["first_seen", "last_seen"], errors="ignore"), insights):
         summed = pd.Series(np.uint64(0), index=total.index)
         if not part.empty:
-            hashed = pd.Series(pd.util.hash_pandas_object(_as_text(part.drop(columns="c360_id")), index=False)
-                               .to_numpy(), index=part["c360_id"].to_numpy())
+            hashed = pd.Series(pd.util.hash_pandas_object(_as_text(part.drop(columns="c360_id")), index=False,
+                                                          categorize=False).to_numpy(), index=part["c360_id"].to_numpy())
             summed = hashed.groupby(level=0).sum().reindex(total.index, fill_value=0).astype(np.uint64)
         total = total * np.uint64(1_000_003) + summed
     return total.map(lambda h: f"{int(h):016x}")
@@ -644,7 +646,17 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     text = {}
     for column, values in frame.items():
         missing = values.isna().to_numpy()
-        if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        if pd.api.types.is_datetime64_dtype(values.dtype):
+            values = _times_as_text(values.to_numpy(dtype="datetime64[us]"))
+        elif values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
             values = values.astype(str)  # a column of strings is its own text: str() per value was half the time
-        text[column] = np.where(missing, "\x00", values.to_numpy(dtype=object))
+        text[column] = np.where(missing, "\x00", np.asarray(values, dtype=object))
     return pd.DataFrame(text, index=frame.index)
+
+
+def _times_as_text(stamps: np.ndarray) -> np.ndarray:
+    """Each time as `YYYY-MM-DD HH:MM:SS.ffffff`, whatever the others are. pandas' own text for a column drops the
+    fraction, or the time of day, when no time in it has one: a profile's fingerprint then changed with the
+    profiles it happened to be built with. This is the text pandas gives a column of times with microseconds, so
+    fingerprints made that way before stay the same; made with numpy for the whole column, in half the time."""
+    return np.char.replace(np.datetime_as_string(stamps, unit="us"), "T", " ").astype(object)
