@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -443,13 +444,22 @@ def published_state(source: WarehouseResource | sa.Connection, scoped: bool = Fa
 
 def _with_engagement_span(golden: pd.DataFrame, engagement: pd.DataFrame) -> pd.DataFrame:
     """Widen first_seen and last_seen with the person's engagement times."""
-    occurred = pd.to_datetime(engagement["occurred_at"])
-    span = occurred.groupby(engagement["c360_id"]).agg(["min", "max"])
+    occurred = pd.to_datetime(engagement["occurred_at"]).to_numpy(dtype="datetime64[ns]")
+    person = pd.Index(golden["c360_id"]).get_indexer(engagement["c360_id"])
+    earliest = np.full(len(golden), np.datetime64("NaT"), dtype="datetime64[ns]")
+    latest = earliest.copy()
+    known = (person >= 0) & ~np.isnat(occurred)
+    # per person: the engagement times sorted, so the first and last of each run are its min and max
+    order = np.lexsort((occurred[known], person[known]))
+    people, times = person[known][order], occurred[known][order]
+    if len(people):
+        starts = np.flatnonzero(np.r_[True, people[1:] != people[:-1]])
+        ends = np.r_[starts[1:], len(people)] - 1
+        earliest[people[starts]], latest[people[ends]] = times[starts], times[ends]
     golden = golden.copy()
-    first = golden["c360_id"].map(span["min"]) if len(span) else pd.Series(pd.NaT, index=golden.index)
-    last = golden["c360_id"].map(span["max"]) if len(span) else pd.Series(pd.NaT, index=golden.index)
-    golden["first_seen"] = pd.concat([pd.to_datetime(golden["first_seen"]), pd.to_datetime(first)], axis=1).min(axis=1)
-    golden["last_seen"] = pd.concat([pd.to_datetime(golden["last_seen"]), pd.to_datetime(last)], axis=1).max(axis=1)
+    # fmin and fmax skip a missing time on either side
+    golden["first_seen"] = np.fmin(pd.to_datetime(golden["first_seen"]).to_numpy(dtype="datetime64[ns]"), earliest)
+    golden["last_seen"] = np.fmax(pd.to_datetime(golden["last_seen"]).to_numpy(dtype="datetime64[ns]"), latest)
     return golden
 
 

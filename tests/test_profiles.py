@@ -85,6 +85,8 @@ def test_every_active_id_gets_one_profile_built_by_the_configured_rules(project:
                                                                                  "ann.smith@example.org", "+14155552671")
     assert ann["address_line1"] == "22 OAK AVE"  # address: most_recent (the shop's June record)
     assert ann["sources"] == "crm,shop" and ann["record_count"] == 2
+    # seen from her first record to her last order, which came after every record
+    assert (str(ann["first_seen"])[:10], str(ann["last_seen"])[:10]) == ("2024-01-01", "2024-08-02")
     bob = profile_of(warehouse, "crm", "2")
     assert bob["first_name"] == "Robert"  # Bob is a nickname of Robert, which the shop record carries
     assert all(check.passed for check in profile_checks(warehouse))

@@ -379,8 +379,10 @@ class _Ranking:
 
 
 def _rankable(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ignore_empty: bool) -> pd.DataFrame:
-    values = candidates["value"].to_numpy(dtype=object)
-    empty = np.array([not value.strip() if type(value) is str else _is_empty(value) for value in values], dtype=bool)
+    values = candidates["value"].to_numpy(dtype=object).tolist()
+    # most values are text or None: those are told apart here, only the rare others by _is_empty
+    empty = np.array([not value.strip() if type(value) is str else value is None or _is_empty(value)
+                      for value in values], dtype=bool)
     has_key = candidates["key"].notna().to_numpy()
     if ignore_empty:
         frame = candidates[~empty & has_key]
@@ -398,7 +400,7 @@ def _rankable(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ign
     return frame.assign(
         key_code=key_code,
         frequency=np.bincount(person_and_key)[person_and_key] if len(frame) else np.zeros(0, dtype=np.int64),
-        length=[len(value) if isinstance(value, str) else len(str(value)) for value in frame["value"]],
+        length=[len(value) if type(value) is str else len(str(value)) for value in frame["value"].tolist()],
         source_rank=source_rank[source_codes] if len(frame) else np.zeros(0, dtype=np.int64),
     )
 
