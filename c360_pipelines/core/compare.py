@@ -287,16 +287,19 @@ def household_shares(data: MatchInput, compared: pd.DataFrame, conflict_fields: 
     `household_values` finds them, with the same `records`): both hold it, or one holds it and the other's value
     of that kind is a near spelling of it (a family email with a typo, the home street written another way)."""
     shares = pd.DataFrame(index=compared.index)
+    r = data.arrays
+    # the value of each record that the near levels compare (its first email, phone and address)
+    compared_value = {"email": r.email, "phone": r.phone, "address": r.line1 + "|" + r.postal_code}
+    i, j = compared["i"].to_numpy(), compared["j"].to_numpy()
     for kind in HOUSEHOLD_KINDS:
         values = contact_values(data, kind)
-        households = values[values["value"].isin(_household_values_of(data, values, conflict_fields, records))]
+        household = _household_values_of(data, values, conflict_fields, records)
+        households = values[values["value"].isin(household)]
         shares[kind] = np.zeros(len(compared), dtype=bool)
         if len(households) and len(compared):
             level, _ = _shared_value_levels(compared, households, households["value"].value_counts())
-            holds = np.zeros(len(data), dtype=bool)
-            holds[households["rec"].to_numpy()] = True
-            either = holds[compared["i"].to_numpy()] | holds[compared["j"].to_numpy()]
-            near = either & (compared[kind].to_numpy() >= NEAR_LEVEL[kind])
+            holds = pd.Series(compared_value[kind]).isin(household).to_numpy()
+            near = (holds[i] | holds[j]) & (compared[kind].to_numpy() >= NEAR_LEVEL[kind])
             shares[kind] = (level == 1) | near
     return shares
 
