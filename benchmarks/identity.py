@@ -262,8 +262,9 @@ def measure(name: str, prepare: Callable[[Path], pd.DataFrame], splink: tuple[di
     return rows
 
 
-def write_results(rows: list[dict[str, object]]) -> None:
+def write_results(rows: list[dict[str, object]], machine_seconds: float) -> None:
     from benchmarks.ingest import _replace_section
+    from benchmarks.machine import speed_note
 
     lines = [
         "## Identity accuracy (benchmarks/identity.py)",
@@ -287,6 +288,7 @@ def write_results(rows: list[dict[str, object]]) -> None:
     lines.append(f"\nPeak resident memory of the whole benchmark process (with the pages of the warehouse files it "
                  f"mapped): "
                  f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024:.2f} GB.")
+    lines.append(f"\n{speed_note(machine_seconds)}")
     _replace_section(ROOT / "benchmarks" / "RESULTS.md", "## Identity accuracy", "\n".join(lines) + "\n")
 
 
@@ -296,6 +298,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="data set names to run (febrl3 febrl4 demo_10k demo_100k)")
     args = parser.parse_args()
     os.environ.pop("DAGSTER_HOME", None)
+    from benchmarks.machine import workload_seconds
+
+    machine_seconds = workload_seconds()
     plan: list[tuple[str, Callable[[Path], pd.DataFrame], tuple[dict[str, str], str] | None]] = [
         ("febrl3", prepare_febrl3, ({"febrl3": "dataset3.csv"}, "dedupe_only")),
         ("febrl4", prepare_febrl4, ({"febrl4a": "dataset4a.csv", "febrl4b": "dataset4b.csv"}, "link_only")),
@@ -305,7 +310,7 @@ def main() -> None:
         plan.append(("demo_100k", prepare_demo(100_000), None))
     rows = [row for name, prepare, splink in plan if not args.only or name in args.only
             for row in measure(name, prepare, splink)]
-    write_results(rows)
+    write_results(rows, machine_seconds)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ pipeline has run, so the peak memory is the profile build's own.
 
     python benchmarks/profiles.py                          # accuracy on 10k people
     python benchmarks/profiles.py --scale-people 440000    # also the 1M build time and memory
+    python benchmarks/profiles.py --scale-people 440000 --against HEAD~3   # and the ratio to older code
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -164,7 +166,49 @@ def build_at_scale(people: int) -> dict[str, object]:
             "peak_gb": peak.gb, "resident_gb": peak.resident_gb}
 
 
-def write_results(accuracy_rows: list[dict[str, object]], people: int, scale: dict[str, object] | None) -> None:
+def scale_build(people: int, root: Path = ROOT) -> dict[str, object]:
+    """The 1M build in a fresh process of the code at `root` (its --child mode), on this checkout's project."""
+    started = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child = subprocess.run([sys.executable, str(root / "benchmarks" / "profiles.py"), "--scale-people", str(people),
+                            "--child"], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+                           check=False)
+    if child.returncode != 0:
+        sys.exit(f"profile build failed:\n{child.stderr[-3000:]}")
+    finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    result["cpu_seconds"] = round(sum(getattr(finished, f) - getattr(started, f) for f in ("ru_utime", "ru_stime")), 1)
+    return result
+
+
+def compared_with(revision: str, people: int, rounds: int) -> dict[str, object]:
+    """The 1M build of `revision` and of this checkout, alternately, `rounds` times each, on the same project and
+    machine: a ratio that a slow or busy day on this shared machine does not move."""
+    import statistics
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        baseline = Path(folder) / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(baseline), revision],
+                       check=True)
+        try:
+            (baseline / "benchmarks" / ".work").symlink_to(ROOT / "benchmarks" / ".work")
+            runs: dict[str, list[dict[str, object]]] = {"baseline": [], "current": []}
+            for _ in range(rounds):
+                for side, root in (("baseline", baseline), ("current", ROOT)):
+                    runs[side].append(scale_build(people, root))
+                    print(side, runs[side][-1]["seconds"], "s", runs[side][-1]["cpu_seconds"], "s of CPU", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], check=False)
+    median = {side: {key: statistics.median(float(r[key]) for r in found) for key in ("seconds", "cpu_seconds")}
+              for side, found in runs.items()}
+    return {"revision": revision, "rounds": rounds, **{f"{side}_{key}": value for side, values in median.items()
+                                                        for key, value in values.items()},
+            "ratio": round(median["current"]["seconds"] / median["baseline"]["seconds"], 3),
+            "cpu_ratio": round(median["current"]["cpu_seconds"] / median["baseline"]["cpu_seconds"], 3)}
+
+
+def write_results(accuracy_rows: list[dict[str, object]], people: int, scale: dict[str, object] | None,
+                  comparison: dict[str, object] | None = None, machine_note: str = "") -> None:
     lines = [(f"Demo data, {people:,} people, seed 360, zero labels; `python benchmarks/profiles.py`. "
               "Percent of people whose golden value equals their true current value; *where sent* counts only "
               "people for whom some source record carries that true value."), "",
@@ -185,11 +229,22 @@ def write_results(accuracy_rows: list[dict[str, object]], people: int, scale: di
                        f"{scale['insight_rows']:,} insight values, and {scale['events']:,} profile.created events "
                        f"to the outbox. Rebuilding on unchanged data: {scale['rerun_seconds']} s, "
                        f"{scale['rerun_events']} events.")]
+    if scale and machine_note:  # the machine's speed goes with the timed build
+        lines += ["", machine_note]
+    if comparison:
+        lines += ["", (f"Same-session comparison with `{comparison['revision']}` (`python benchmarks/profiles.py "
+                       f"--scale-people 440000 --against {comparison['revision']}`: the two builds alternately, "
+                       f"{comparison['rounds']} times each, medians): {comparison['baseline_seconds']} s and "
+                       f"{comparison['baseline_cpu_seconds']} s of CPU before, {comparison['current_seconds']} s and "
+                       f"{comparison['current_cpu_seconds']} s of CPU now: **{comparison['ratio']}×** the time, "
+                       f"{comparison['cpu_ratio']}× the CPU.")]
     heading = "## Golden profiles"
     results = ROOT / "benchmarks" / "RESULTS.md"
     if not scale and results.exists():  # keep the scale figure of an earlier run that measured it
         earlier = results.read_text(encoding="utf-8").split(heading, 1)[-1].split("\n## ")[0]
-        lines += ["", *(line for line in earlier.splitlines() if line.startswith("First build of the profiles"))]
+        lines += ["", *(line for line in earlier.splitlines() if line.startswith(("First build of the profiles",
+                                                                                  "Same-session comparison",
+                                                                                  "Machine speed")))]
     _replace_section(ROOT / "benchmarks" / "RESULTS.md", heading, heading + "\n\n" + "\n".join(lines) + "\n")
 
 
@@ -201,22 +256,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=10_000)
     parser.add_argument("--scale-people", type=int, default=0)
+    parser.add_argument("--against", metavar="REVISION",
+                        help="also build the 1M profiles with the code of this git revision, alternately with this "
+                             "checkout's, and report the ratio (needs --scale-people)")
+    parser.add_argument("--rounds", type=int, default=2, help="builds of each side with --against")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(build_at_scale(args.scale_people)))
         return
+    from benchmarks.machine import speed_note, workload_seconds
+
+    machine_seconds = workload_seconds()
     rows = accuracy(prepared_project(args.people, seed=360))
-    scale = None
+    scale = comparison = None
     if args.scale_people:
         prepared_project(args.scale_people, seed=7)
-        child = subprocess.run([sys.executable, __file__, "--scale-people", str(args.scale_people), "--child"],
-                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
-        if child.returncode != 0:
-            sys.exit(f"profile build failed:\n{child.stderr[-3000:]}")
-        scale = json.loads(child.stdout.strip().splitlines()[-1])
+        scale = scale_build(args.scale_people)
         print(scale)
-    write_results(rows, args.people, scale)
+        if args.against:
+            comparison = compared_with(args.against, args.scale_people, args.rounds)
+            print(comparison)
+    write_results(rows, args.people, scale, comparison, speed_note(machine_seconds))
 
 
 if __name__ == "__main__":
