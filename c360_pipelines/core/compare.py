@@ -201,8 +201,8 @@ def _address_levels(data: MatchInput, pairs: pd.DataFrame, i: np.ndarray, j: np.
     street_sim = similarity(r.line1[i], r.line1[j])
     same_street = (r.line1_code[i] == r.line1_code[j]) & (r.line1_code[i] >= 0)
     # Any of a record's addresses may match: a shared (line1, postal code) pair anywhere counts as the same place.
-    places = data.addresses.assign(value=data.addresses["line1"] + "|" + data.addresses["postal_code"].fillna(""))
-    shared_place, _ = _shared_value_levels(pairs, places[["rec", "value"]].drop_duplicates(), places["value"].value_counts())
+    places = contact_values(data, "address")
+    shared_place, _ = _shared_value_levels(pairs, places, places["value"].value_counts())
     # A postal code one keystroke off (2440 / 2404) on the same street is a typo, not a move.
     postal_typo = _within_edits(r.postal_code[i], r.postal_code[j], 1)
     levels = np.select(
@@ -261,12 +261,17 @@ MAX_HOLDERS_CHECKED = 50  # a value held by more records is no household's: bloc
 NEAR_LEVEL = {"email": 1, "phone": 1, "address": 2}  # the lowest level of each comparison that is a near spelling
 
 
+def place_keys(line1: pd.Series | np.ndarray, postal_code: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
+    """What makes two addresses the same place: the street line and the postal code ("" where there is none)."""
+    return line1 + "|" + postal_code
+
+
 def contact_values(data: MatchInput, kind: str) -> pd.DataFrame:
     """(rec, value) of every email, phone or place (street line and postal code) of the records."""
     if kind == "address":
         places = data.addresses
         return pd.DataFrame({"rec": places["rec"].to_numpy(),
-                             "value": (places["line1"] + "|" + places["postal_code"].fillna("")).to_numpy()}
+                             "value": place_keys(places["line1"], places["postal_code"].fillna("")).to_numpy()}
                             ).drop_duplicates()
     return (data.emails if kind == "email" else data.phones)[["rec", "value"]]
 
@@ -289,7 +294,7 @@ def household_shares(data: MatchInput, compared: pd.DataFrame, conflict_fields: 
     shares = pd.DataFrame(index=compared.index)
     r = data.arrays
     # the value of each record that the near levels compare (its first email, phone and address)
-    compared_value = {"email": r.email, "phone": r.phone, "address": r.line1 + "|" + r.postal_code}
+    compared_value = {"email": r.email, "phone": r.phone, "address": place_keys(r.line1, r.postal_code)}
     i, j = compared["i"].to_numpy(), compared["j"].to_numpy()
     for kind in HOUSEHOLD_KINDS:
         values = contact_values(data, kind)
