@@ -31,6 +31,8 @@ from benchmarks.memory import PeakTreeMemory
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work" / "identity_scale"
+# Splink's time on the 440k-people records in the run that measured the figures of commit fddb55d
+SPLINK_REFERENCE_SECONDS = 96.3
 
 
 # Of each tool's own process, from its start to its end (c360's profile workers, after xref, are not counted)
@@ -150,8 +152,20 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['tool']} | {r['records']:,} | {r['canonical_to_xref_s']} | {r['raw_to_xref_s']} | "
                      f"{r['peak_gb']} ({r.get('resident_gb', '-')}) | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} |")
+    if args.people == 440_000:
+        lines += ["", machine_note(rows)]
     _replace_section(ROOT / "benchmarks" / "RESULTS.md", "## Identity at scale", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def machine_note(rows: list[dict[str, object]]) -> str:
+    """How fast this shared machine was in this run, read off Splink's own time on the same records."""
+    c360, splink = rows
+    slower = float(splink["canonical_to_xref_s"]) / SPLINK_REFERENCE_SECONDS  # type: ignore[arg-type]
+    return (f"Machine speed for this run: Splink took {splink['canonical_to_xref_s']} s on these records, against "
+            f"{SPLINK_REFERENCE_SECONDS} s in the run of commit fddb55d, so this run's seconds are about {slower:.1f} "
+            f"times that day's: c360's raw -> xref {c360['raw_to_xref_s']} s would be about "
+            f"{float(c360['raw_to_xref_s']) / slower:.0f} s at that day's speed.")  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
