@@ -2,9 +2,10 @@
 
 The yardstick is a peer's run that the issues themselves quote: Splink 5 linking FEBRL4 with the settings of its
 own example (`benchmarks/identity.py`'s `run_splink`), best of two. It took 2.8 s on the day the earlier figures
-in RESULTS.md were measured (the identity issue quotes 3.1 s). On slow days it took 5.7 to 7.5 s, and every
-benchmark here took two to two and a half times as long as well: Splink on 1M records 236.6 s instead of 96.3 s,
-the 1M profile build 140 to 160 s instead of 63 s.
+in RESULTS.md were measured (the identity issue quotes 3.1 s). On the slow days since, it took 4.7 to 7.5 s,
+while the long benchmarks took two to two and a half times as long: Splink on 1M records 236.6 s instead of
+96.3 s, the 1M profile build 140 to 165 s instead of 63 s. It is a rough guide, and it understates how much
+slower a long run is; for identity at scale, Splink's own 1M time in the same run is the better one.
 
 Two cheaper yardsticks tried first did not follow those days: a tight arithmetic loop ran at full speed, and a
 fixed SQLite workload (inserts and a GROUP BY of 500k rows in memory) took 2.00 s on one slow day and 0.97 to
@@ -44,7 +45,7 @@ def workload_seconds() -> float:
 
 def speed_note(seconds: float) -> str:
     return (f"Machine speed for this run: Splink linking FEBRL4 (`benchmarks/machine.py`) took {seconds:.1f} s, "
-            f"against {REFERENCE_SECONDS} s on the day of the earlier figures: seconds in this section are about "
+            f"against {REFERENCE_SECONDS} s on the day of the earlier figures: seconds in this section are roughly "
             f"{seconds / REFERENCE_SECONDS:.1f} times what that day would have given.")
 
 
