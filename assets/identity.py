@@ -1,4 +1,4 @@
-"""Identity assets: the match model, then links, cross-reference and 360 IDs.
+"""Identity assets: the training labels, the match model, then links, cross-reference and 360 IDs.
 
 `identity/match_model` is a persisted artefact: trained when there is none (and whenever it is
 materialised by hand), so that day-to-day runs score with the same model and IDs stay stable.
@@ -15,21 +15,31 @@ from c360_pipelines.identity import evaluate_on_held_out_labels, resolve_identit
 from c360_pipelines.model import PERSON_TABLES
 from resources.warehouse import WarehouseResource
 
+LABELS_KEY = dg.AssetKey(["identity", "training_labels"])
 MODEL_KEY = dg.AssetKey(["identity", "match_model"])
 LINKS_KEY = dg.AssetKey(["identity", "identity_link"])
 XREF_KEY = dg.AssetKey(["identity", "xref"])
 IDS_KEY = dg.AssetKey(["identity", "ids"])
 
 
-def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
+def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition | dg.AssetSpec]:
     canonical = [conformed_key(table) for table in PERSON_TABLES]
+    # Written by people, not by a run: `c360 label` stores each answer as it is given.
+    labels = dg.AssetSpec(
+        LABELS_KEY, group_name="identity", kinds={"sql"},
+        description="The pairs a person has judged (table `training_label`): same person or not, answered in "
+                    "`c360 label`, which asks about the pairs dedupe's active learner most wants answered. The "
+                    "match model learns from them, one in five held back to check it; `c360 label --export FILE` "
+                    "writes them in dedupe's JSON training format.")
 
     @dg.asset(
         key=MODEL_KEY,
-        deps=canonical,
+        deps=[*canonical, LABELS_KEY],
         group_name="identity",
         kinds={"python"},
-        automation_condition=dg.AutomationCondition.on_missing(),
+        # Labels are written outside runs and never count as materialised: waiting for them, on_missing would
+        # never train a model. Nor does a new answer retrain it; `c360 train` does.
+        automation_condition=dg.AutomationCondition.on_missing().ignore(dg.AssetSelection.assets(LABELS_KEY)),
         check_specs=[dg.AssetCheckSpec(
             "accurate_on_held_out_labels", asset=MODEL_KEY,
             description="On the labels kept back from training (one in five), the model's links have precision "
@@ -113,4 +123,4 @@ def build_identity_assets(config: C360Config) -> list[dg.AssetsDefinition]:
         yield dg.AssetCheckResult(check_name="retired_ids_reach_a_survivor", asset_key=IDS_KEY,
                                   passed=int(dangling) == 0, metadata={"dangling_merges": int(dangling)})
 
-    return [match_model, resolve]
+    return [labels, match_model, resolve]

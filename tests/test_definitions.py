@@ -53,3 +53,28 @@ def test_the_table_reference_in_docs_matches_the_model() -> None:
 
     committed = (Path(__file__).parents[1] / "docs" / "tables.md").read_text()
     assert committed == render_tables_markdown(), "regenerate: python -m c360_pipelines.model_docs > docs/tables.md"
+
+
+def test_the_match_model_learns_from_the_training_labels_that_people_write(demo_defs: dg.Definitions) -> None:
+    graph = demo_defs.resolve_asset_graph()
+    labels, model = dg.AssetKey(["identity", "training_labels"]), dg.AssetKey(["identity", "match_model"])
+    assert labels in graph.get(model).parent_keys
+    assert not graph.get(labels).is_executable  # `c360 label` writes them, not a run
+    assert graph.get(labels).group_name == "identity"
+
+
+def test_a_missing_match_model_is_trained_automatically_without_waiting_for_labels(tmp_path: Path) -> None:
+    from c360_pipelines.config import load_config
+    from c360_pipelines.definitions import build_definitions
+    from c360_pipelines.runner import run_pipeline
+
+    write_demo(tmp_path, people=50)
+    config = load_config(tmp_path / "c360.yaml")
+    model = dg.AssetKey(["identity", "match_model"])
+    with dg.DagsterInstance.ephemeral() as instance:
+        run_pipeline(config, instance)
+        defs = build_definitions(config)
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        instance.wipe_assets([model])
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert after.get_num_requested(model) == 1
