@@ -242,13 +242,20 @@ def run_splink(frames: dict[str, pd.DataFrame], link_type: str) -> tuple[pd.Data
 # ------------------------------------------------------------------------------------------------ main
 
 
-def measure(name: str, prepare: Callable[[Path], pd.DataFrame], splink: tuple[dict[str, str], str] | None) -> list[dict[str, object]]:
+def c360_on_new_project(name: str, prepare: Callable[[Path], pd.DataFrame]
+                        ) -> tuple[Path, pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """A fresh project `name` made by `prepare`, run through c360: the project, its truth, xref and timing."""
     project = WORK / name
     shutil.rmtree(project, ignore_errors=True)
     (project / "data").mkdir(parents=True)
     truth = prepare(project)
-    rows: list[dict[str, object]] = []
     predicted, timing = run_c360(project)
+    return project, truth, predicted, timing
+
+
+def measure(name: str, prepare: Callable[[Path], pd.DataFrame], splink: tuple[dict[str, str], str] | None) -> list[dict[str, object]]:
+    project, truth, predicted, timing = c360_on_new_project(name, prepare)
+    rows: list[dict[str, object]] = []
     scores = pairwise(truth, predicted)
     extra = hard_case_note(hard_case_merges(project, truth, predicted)) if name.startswith("demo") else ""
     extra = "; ".join(note for note in (extra, str(timing.pop("guards"))) if note)
@@ -266,19 +273,15 @@ def measure(name: str, prepare: Callable[[Path], pd.DataFrame], splink: tuple[di
 
 
 def measure_seeds(people: int, seeds: list[int]) -> dict[str, object]:
-    """The demo at `people` generated with each of `seeds`, pooled: at 10k people a hard case holds a few hundred
-    to a thousand people, so one person more or less moves its share by 0.1 to 0.4 points, and a single seed's
-    share says little about the rate. Pooled pairs give precision and recall, pooled people the shares."""
+    """The demo at `people` generated with each of `seeds`, pooled: at 10k people a hard case holds 150 to 1,300
+    people, so one person more or less moves its share by 0.1 to 0.7 points, and a single seed's share says
+    little about the rate. Pooled pairs give precision and recall, pooled people the shares."""
     hits = true_pairs = false_pairs = records = 0
     merges: dict[str, tuple[int, int]] = {}
     f1s, seconds = [], []
     for seed in seeds:
         name = f"demo_{people // 1000}k_seed{seed}"
-        project = WORK / name
-        shutil.rmtree(project, ignore_errors=True)
-        (project / "data").mkdir(parents=True)
-        truth = prepare_demo(people, seed)(project)
-        predicted, timing = run_c360(project)
+        project, truth, predicted, timing = c360_on_new_project(name, prepare_demo(people, seed))
         scores = pairwise(truth, predicted)
         hits += int(scores["found_pairs"])
         true_pairs += int(scores["true_pairs"])
