@@ -277,7 +277,7 @@ def mask(condition: Condition | None, frame: pd.DataFrame) -> pd.Series:
     if condition.field not in frame.columns:
         raise ExpressionError(f"unknown field '{condition.field}'; fields: {', '.join(sorted(frame.columns))}")
     column = frame[condition.field]
-    present = column.notna() & (column.astype(str) != "") if column.dtype == object else column.notna()
+    present = column.notna() & (column != "") if column.dtype == object else column.notna()
     if isinstance(condition, IsNull):
         return present if condition.negated else ~present
     if isinstance(condition, Member):

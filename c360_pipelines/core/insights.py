@@ -54,40 +54,48 @@ def engagement_frame(engagement: pd.DataFrame) -> pd.DataFrame:
 def compute_insights(engagement: pd.DataFrame, insights: Mapping[str, Insight]) -> pd.DataFrame:
     """Long-format insight values: one row per person and insight that had matching engagement rows."""
     rows = engagement_frame(engagement)
-    results = [_compute(rows, name, insight) for name, insight in insights.items()]
+    # grouped by a number per person, in 360 ID order: grouping by the ID's text hashed it again for every insight
+    person, people = pd.factorize(rows["c360_id"], sort=True)
+    results = [_compute(rows, person, np.asarray(people, dtype=object), name, insight)
+               for name, insight in insights.items()]
     results = [r.astype({"number": float}) for r in results if not r.empty]
     if not results:
         return pd.DataFrame(columns=INSIGHT_COLUMNS)
     return pd.concat(results, ignore_index=True)[INSIGHT_COLUMNS]
 
 
-def _compute(rows: pd.DataFrame, name: str, insight: Insight) -> pd.DataFrame:
-    selected = rows[mask(insight.where, rows)]
+def _compute(rows: pd.DataFrame, person: np.ndarray, people: np.ndarray, name: str, insight: Insight) -> pd.DataFrame:
+    selected = mask(insight.where, rows).to_numpy()
     if insight.field is None:
-        values = selected.groupby("c360_id").size()
+        values = pd.Series(person[selected]).value_counts(sort=False).sort_index()
     else:
-        column = selected[insight.field]
-        selected = selected[column.notna()]
-        grouped = selected.groupby("c360_id")[insight.field]
+        column = rows[insight.field][selected]
+        present = column.notna().to_numpy()
         aggregate = {"count": "count", "count_distinct": "nunique", "sum": "sum", "avg": "mean", "min": "min",
                      "max": "max"}[insight.aggregate]
         if aggregate in ("sum", "mean") and not pd.api.types.is_numeric_dtype(column):
             raise ExpressionError(f"insight '{name}': {insight.aggregate}() needs a number field, not {insight.field}")
-        values = grouped.agg(aggregate)
+        values = column[present].groupby(person[selected][present]).agg(aggregate)
     if values.empty:
         return pd.DataFrame(columns=INSIGHT_COLUMNS)
-    frame = values.rename("raw").reset_index()
+    frame = pd.DataFrame({"c360_id": people[values.index.to_numpy()], "raw": values.reset_index(drop=True)})
     frame["insight"] = name
     if pd.api.types.is_datetime64_any_dtype(frame["raw"]):
         frame["value"] = _seconds_text(frame["raw"])
         frame["number"] = None
     elif pd.api.types.is_numeric_dtype(frame["raw"]):
         frame["number"] = frame["raw"].astype(float).round(6)
-        frame["value"] = frame["number"].map(format_number)
+        frame["value"] = _numbers_text(frame["number"].to_numpy())
     else:
         frame["value"] = frame["raw"].astype(str)
         frame["number"] = None
     return frame[INSIGHT_COLUMNS]
+
+
+def _numbers_text(numbers: np.ndarray) -> np.ndarray:
+    """`format_number` of each number, made once per distinct value (counts and amounts repeat a lot)."""
+    distinct, inverse = np.unique(numbers, return_inverse=True)
+    return np.array([format_number(number) for number in distinct.tolist()], dtype=object)[inverse.ravel()]
 
 
 def _seconds_text(times: pd.Series) -> pd.Series | np.ndarray:

@@ -70,6 +70,12 @@ class ProfileInput:
     addresses: pd.DataFrame  # + address_raw, line1 .. country, is_parsed
 
 
+# A contact frame may carry the row number of its record in `records`: its codes and times are then that
+# record's (which is what they are in the warehouse), taken by position instead of matched by name.
+RECORD_INDEX = "record_index"
+_RECORD_CODES = ("person", "record", "record_code", "updated_ns", "extracted_ns")
+
+
 @dataclass
 class Profiles:
     golden: pd.DataFrame
@@ -138,9 +144,11 @@ def coded(data: ProfileInput) -> ProfileInput:
     source:id), and recency as int64 nanoseconds (empty = oldest)."""
     people = _people_of(data.records)
     record_names = data.records["source"].astype(str) + ":" + data.records["source_record_id"].astype(str)
-    records = pd.Index(np.sort(record_names.unique()))
-    return ProfileInput(*(_with_codes(frame, people, records) for frame in
-                          (data.records, data.emails, data.phones, data.addresses)))
+    names = pd.Index(np.sort(record_names.unique()))
+    records = _with_codes(data.records, people, names)
+    return ProfileInput(records, *(_with_record_codes(frame, records) if RECORD_INDEX in frame.columns
+                                   else _with_codes(frame, people, names)
+                                   for frame in (data.emails, data.phones, data.addresses)))
 
 
 def _with_codes(frame: pd.DataFrame, people: np.ndarray, records: pd.Index) -> pd.DataFrame:
@@ -151,6 +159,13 @@ def _with_codes(frame: pd.DataFrame, people: np.ndarray, records: pd.Index) -> p
     frame["updated_ns"] = _nanoseconds(frame["updated_at"])
     frame["extracted_ns"] = _nanoseconds(frame["extracted_at"])
     return frame
+
+
+def _with_record_codes(frame: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """A contact frame whose rows name their record by position (`record_index`) takes its codes and times from
+    the coded records: the same values, without joining record names as text again for every frame."""
+    at = frame[RECORD_INDEX].to_numpy()
+    return frame.assign(**{column: records[column].to_numpy()[at] for column in _RECORD_CODES})
 
 
 def _nanoseconds(stamps: pd.Series) -> np.ndarray:
@@ -254,7 +269,8 @@ def contact_candidates(data: ProfileInput, kind: str, placeholders: frozenset[st
         rows = _ensure_codes(data.addresses)
         value = _one_line_address(rows)
         # The unit may arrive in line 1 or in its own column: the key joins them so both agree.
-        street = (rows["line1"].fillna("") + " " + rows["line2"].fillna("")).str.split().str.join(" ")
+        joined = (rows["line1"].fillna("") + " " + rows["line2"].fillna("")).tolist()
+        street = pd.Series([" ".join(text.split()) for text in joined], index=rows.index, dtype=object)
         key = street + "|" + rows["postal_code"].fillna(rows["city"]).fillna("")
         key = key.where(rows["line1"].notna(), rows["address_raw"].str.upper())
         frame = _candidate_frame(rows, value, key)
@@ -379,10 +395,10 @@ class _Ranking:
 
 
 def _rankable(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ignore_empty: bool) -> pd.DataFrame:
-    values = candidates["value"].to_numpy(dtype=object).tolist()
-    # most values are text or None: those are told apart here, only the rare others by _is_empty
-    empty = np.array([not value.strip() if type(value) is str else value is None or _is_empty(value)
-                      for value in values], dtype=bool)
+    values = candidates["value"].to_numpy(dtype=object)
+    # missing values found for the whole column at once: one by one, a NaN from a pandas step cost a pd.isna call
+    empty = pd.isna(values) | np.array([type(value) is str and not value.strip() for value in values.tolist()],
+                                       dtype=bool)
     has_key = candidates["key"].notna().to_numpy()
     if ignore_empty:
         frame = candidates[~empty & has_key]
@@ -403,12 +419,6 @@ def _rankable(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ign
         length=[len(value) if type(value) is str else len(str(value)) for value in frame["value"].tolist()],
         source_rank=source_rank[source_codes] if len(frame) else np.zeros(0, dtype=np.int64),
     )
-
-
-def _is_empty(value: object) -> bool:
-    if isinstance(value, str):
-        return not value.strip()
-    return value is None or bool(pd.isna(value)) or not str(value).strip()
 
 
 def _criteria_for(strategy: str, by_spelling: bool) -> list[str]:
@@ -598,13 +608,15 @@ def _record_summary(records: pd.DataFrame, people: int) -> pd.DataFrame:
     """Per person (in person-code order): record count, first and last seen, and the sources."""
     person = records["person"].to_numpy()
     seen = np.where(records["updated_ns"] == _NEVER, records["extracted_ns"], records["updated_ns"])
-    frame = pd.DataFrame({"person": person, "source": records["source"].to_numpy(), "seen": seen})
-    grouped = frame.groupby("person")
+    frame = pd.DataFrame({"person": person, "source": records["source"].to_numpy()})
     summary = pd.DataFrame(index=pd.RangeIndex(people, name="person"))
-    summary["record_count"] = grouped.size().reindex(summary.index, fill_value=0).astype(int)
-    for column, how in (("first_seen", "min"), ("last_seen", "max")):
-        stamps = grouped["seen"].agg(how).reindex(summary.index).to_numpy()
-        summary[column] = pd.to_datetime(np.where(stamps == _NEVER, np.datetime64("NaT"), stamps.astype("datetime64[ns]")))
+    summary["record_count"] = np.bincount(person, minlength=people).astype(int)
+    # every person has a record; a time of "never" is the smallest integer, so it is the first seen when present
+    first, last = np.full(people, np.iinfo(np.int64).max), np.full(people, _NEVER)
+    np.minimum.at(first, person, seen)
+    np.maximum.at(last, person, seen)
+    for column, stamps in (("first_seen", first), ("last_seen", last)):
+        summary[column] = pd.to_datetime(stamps.view("datetime64[ns]"))
     frame["source_code"] = pd.factorize(frame["source"], sort=True)[0]
     distinct = frame.drop_duplicates(["person", "source_code"]).sort_values(["person", "source_code"], kind="mergesort")
     summary["sources"] = join_sorted_groups(distinct, ["person"], "source", ",").reindex(summary.index)
@@ -650,10 +662,20 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
         missing = values.isna().to_numpy()
         if pd.api.types.is_datetime64_dtype(values.dtype):
             values = _times_as_text(values.to_numpy(dtype="datetime64[us]"))
+        elif values.dtype.kind in "iub" or values.dtype == np.float64:
+            values = _numbers_as_text(values.to_numpy())
         elif values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
             values = values.astype(str)  # a column of strings is its own text: str() per value was half the time
         text[column] = np.where(missing, "\x00", np.asarray(values, dtype=object))
     return pd.DataFrame(text, index=frame.index)
+
+
+def _numbers_as_text(numbers: np.ndarray) -> np.ndarray:
+    """str() of each number, made once per distinct value (counts and amounts repeat a lot). Floats are told
+    apart by their bits, so 0.0 and -0.0 keep their own text, as they do value by value."""
+    bits = numbers.view(np.int64) if numbers.dtype == np.float64 else numbers
+    _, first, inverse = np.unique(bits, return_index=True, return_inverse=True)
+    return np.array([str(number) for number in numbers[first].tolist()], dtype=object)[inverse.ravel()]
 
 
 def _times_as_text(stamps: np.ndarray) -> np.ndarray:
