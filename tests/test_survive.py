@@ -210,10 +210,15 @@ def test_a_name_only_ever_written_in_one_case_is_shown_capitalised_as_names_are(
     assert winner(frame, "last_name", Rule("most_frequent"))["value"] == "McDonald"
 
 
-def test_values_are_joined_per_group_of_a_sorted_frame() -> None:
-    from c360_pipelines.core.survive import join_sorted_groups
-
-    frame = pd.DataFrame({"person": [0, 0, 1, 2, 2, 2], "kind": [1, 1, 1, 1, 2, 2], "v": list("abcdef")})
-    joined = join_sorted_groups(frame, ["person", "kind"], "v", ",")
-    assert joined.to_dict() == {(0, 1): "a,b", (1, 1): "c", (2, 1): "d", (2, 2): "e,f"}
-    assert join_sorted_groups(frame, ["person"], "v", "+").tolist() == ["a+b", "c", "d+e+f"]
+def test_a_profile_and_its_contact_points_list_each_source_once_in_name_order() -> None:
+    data = contact_input([{"source": "support", "source_record_id": "1", "email": "ann@example.org"},
+                          {"source": "crm", "source_record_id": "2", "email": "ann@example.org"},
+                          {"source": "support", "source_record_id": "3", "email": "ann@example.org"}])
+    data.records = records({"source": "support", "source_record_id": "1", "first_name": "Ann"},
+                           {"source": "crm", "source_record_id": "2", "first_name": "Ann"},
+                           {"source": "support", "source_record_id": "3", "first_name": "Ann"},
+                           {"source": "shop", "source_record_id": "4", "first_name": "Bo", "c360_id": "p2"})
+    profiles = build_profiles(data, {a: Rule("most_frequent") for a in ("first_name", "middle_name", "last_name",
+                                     "name_suffix", "birth_date", "gender", "email", "phone", "address")}, SOURCES)
+    assert profiles.golden.set_index("c360_id")["sources"].to_dict() == {"p1": "crm,support", "p2": "shop"}
+    assert profiles.contact_points["sources"].tolist() == ["crm,support"]

@@ -444,15 +444,23 @@ def _with_representative_value(winners: pd.DataFrame, ranked: pd.DataFrame, rank
     rows = ranking.order[~ranking.losing]
     unfolded = ranked["folded"].to_numpy()[rows] == 0
     rows = rows[unfolded]
-    same = pd.DataFrame({"person": ranked["person"].to_numpy()[rows], "value": ranked["value"].to_numpy()[rows],
-                         "quality": ranked["quality"].to_numpy()[rows]})
-    renderings = (same.groupby(["person", "value"], sort=False)
-                  .agg(quality=("quality", "max"), seen=("value", "size")).reset_index()
-                  .sort_values(["person", "quality", "seen", "value"], ascending=[True, False, False, True]))
-    best = renderings.drop_duplicates("person").set_index("person")
-    shouting = best["quality"] == 0  # a name only ever written in one case is shown capitalised as names are
-    best.loc[shouting, "value"] = best.loc[shouting, "value"].map(capitalise_name)
-    winners["value"] = winners["person"].map(best["value"]).fillna(winners["value"])
+    # per person and rendering: its best quality and how many records wrote it; the best rendering is the first
+    # by quality, then records, then text (the codes of a sorted factorize are in text order)
+    value_code, values = pd.factorize(ranked["value"].to_numpy(dtype=object)[rows], sort=True)
+    written = value_code >= 0
+    person, value_code = ranked["person"].to_numpy()[rows][written], value_code[written]
+    quality = ranked["quality"].to_numpy()[rows][written].astype(np.int64)
+    pair, pairs = pd.factorize(person.astype(np.int64) * len(values) + value_code)
+    best_quality = np.full(len(pairs), -1, dtype=np.int64)
+    np.maximum.at(best_quality, pair, quality)
+    seen = np.bincount(pair, minlength=len(pairs))
+    pair_person, pair_value = np.divmod(np.asarray(pairs, dtype=np.int64), max(len(values), 1))
+    order = np.lexsort((pair_value, -seen, -best_quality, pair_person))
+    first = order[_run_starts(pair_person[order])]
+    best = pd.Series(np.asarray(values, dtype=object)[pair_value[first]], index=pair_person[first])
+    shouting = best_quality[first] == 0  # a name only ever written in one case is shown capitalised as names are
+    best[shouting] = best[shouting].map(capitalise_name)
+    winners["value"] = winners["person"].map(best).fillna(winners["value"])
     return winners
 
 
@@ -575,23 +583,23 @@ def _first_present(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 def _distinct_sources(sources: np.ndarray, starts: np.ndarray) -> list[str]:
     """Per run, its distinct sources sorted and comma-separated."""
-    listed = sources.tolist()
-    return [listed[start] if end - start == 1 else ",".join(sorted(set(listed[start:end])))
-            for start, end in zip(starts.tolist(), [*starts[1:].tolist(), len(listed)], strict=True)]
+    codes, names = pd.factorize(sources, sort=True)
+    if not len(starts):
+        return []
+    return _source_lists(np.bitwise_or.reduceat(_source_bits(codes), starts), names)
 
 
-def join_sorted_groups(frame: pd.DataFrame, by: list[str], column: str, separator: str) -> pd.Series:
-    """`column` joined per group of `by`, for a frame whose groups are contiguous (sorted by `by`)."""
-    if frame.empty:
-        return pd.Series(dtype=object)
-    keys = frame[by].to_numpy()
-    boundary = np.ones(len(frame), dtype=bool)
-    boundary[1:] = (keys[1:] != keys[:-1]).any(axis=1)
-    starts = np.flatnonzero(boundary)
-    joined = _join_runs(frame[column].astype(str).tolist(), starts, separator)
-    first_rows = frame[by].iloc[starts]
-    index = pd.MultiIndex.from_frame(first_rows) if len(by) > 1 else pd.Index(first_rows.iloc[:, 0], name=by[0])
-    return pd.Series(joined, index=index)
+def _source_bits(codes: np.ndarray) -> np.ndarray:
+    return np.left_shift(np.int64(1), codes.astype(np.int64))
+
+
+def _source_lists(sets: np.ndarray, names: pd.Index) -> list[str]:
+    """Each set of sources (one bit per source code, the codes in name order) as its names comma-separated, each
+    distinct set joined once: a few dozen sets for a million people, where a join per person was the cost."""
+    distinct, inverse = np.unique(sets, return_inverse=True)
+    listed = names.tolist()
+    joined = [",".join(name for bit, name in enumerate(listed) if members >> bit & 1) for members in distinct.tolist()]
+    return np.array(joined, dtype=object)[inverse.ravel()].tolist()
 
 
 # -------------------------------------------------------------------------------------- assembling
@@ -600,7 +608,7 @@ def join_sorted_groups(frame: pd.DataFrame, by: list[str], column: str, separato
 def _full_name(golden: pd.DataFrame) -> pd.Series:
     parts = golden[list(NAME_ATTRIBUTES)].fillna("")
     joined = parts["first_name"] + " " + parts["middle_name"] + " " + parts["last_name"] + " " + parts["name_suffix"]
-    joined = joined.str.split().str.join(" ")
+    joined = pd.Series([" ".join(text.split()) for text in joined.tolist()], index=golden.index, dtype=object)
     return joined.where(joined != "", None)
 
 
@@ -608,7 +616,6 @@ def _record_summary(records: pd.DataFrame, people: int) -> pd.DataFrame:
     """Per person (in person-code order): record count, first and last seen, and the sources."""
     person = records["person"].to_numpy()
     seen = np.where(records["updated_ns"] == _NEVER, records["extracted_ns"], records["updated_ns"])
-    frame = pd.DataFrame({"person": person, "source": records["source"].to_numpy()})
     summary = pd.DataFrame(index=pd.RangeIndex(people, name="person"))
     summary["record_count"] = np.bincount(person, minlength=people).astype(int)
     # every person has a record; a time of "never" is the smallest integer, so it is the first seen when present
@@ -617,9 +624,10 @@ def _record_summary(records: pd.DataFrame, people: int) -> pd.DataFrame:
     np.maximum.at(last, person, seen)
     for column, stamps in (("first_seen", first), ("last_seen", last)):
         summary[column] = pd.to_datetime(stamps.view("datetime64[ns]"))
-    frame["source_code"] = pd.factorize(frame["source"], sort=True)[0]
-    distinct = frame.drop_duplicates(["person", "source_code"]).sort_values(["person", "source_code"], kind="mergesort")
-    summary["sources"] = join_sorted_groups(distinct, ["person"], "source", ",").reindex(summary.index)
+    codes, names = pd.factorize(records["source"], sort=True)
+    sets = np.zeros(people, dtype=np.int64)
+    np.bitwise_or.at(sets, person, _source_bits(codes))
+    summary["sources"] = _source_lists(sets, names)
     return summary
 
 
