@@ -14,6 +14,8 @@ import heapq
 import itertools
 import json
 import multiprocessing
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -62,6 +64,7 @@ PART_TABLES = (*PROFILE_TABLES, *READ_TABLES)  # rows kept per 360 ID
 # 1M records, parts of 25k people took 64-66 s and 124 s of CPU, parts of 10k 59-62 s and 110-116 s of CPU.
 PART_PEOPLE = 10_000
 BUILD_WORKERS = 2
+PARENT_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -314,13 +317,27 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     # spawn, not fork: the parent holds database connections and, under Dagster, threads
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
     try:
         for _ in range(workers):
             pool.submit(_started)  # the executor starts a process only for a task no idle one can take
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # idle workers exit on their own: 0.5 s not waited for
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker start-up: end this process once the one that started it is gone. A killed build (kill -9, the
+    out-of-memory killer, a run terminated by force) otherwise left its workers waiting for work forever, each
+    holding a part's worth of memory."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _started() -> None:

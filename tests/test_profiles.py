@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -238,3 +243,47 @@ def test_parts_keep_a_merged_id_with_its_survivor_and_split_pieces_with_their_or
     parts = build_parts(["a", "b", "c", "d", "e", "f"], ids, splits, part_people=1)
 
     assert parts == [["a", "f"], ["c"], ["d"], ["b", "e"]]
+
+
+def _worker_children(pid: int) -> list[int]:
+    """The pool worker processes `pid` started (not multiprocessing's resource tracker)."""
+    found = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+             for child in (task / "children").read_text().split()]
+    return [child for child in found if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has ended and only waits to be reaped
+
+
+def test_a_killed_build_leaves_no_worker_process_behind(tmp_path: Path) -> None:
+    script = tmp_path / "build.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        from c360_pipelines.profiles import _worker_pool
+        if __name__ == "__main__":
+            with _worker_pool(2) as pool:
+                for future in [pool.submit(time.sleep, 0.2) for _ in range(4)]:
+                    future.result()
+                print("building", flush=True)
+                time.sleep(120)
+    """), encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root,
+                             env={**os.environ, "PYTHONPATH": str(root)})
+    assert build.stdout is not None and build.stdout.readline().strip() == "building"
+    workers = _worker_children(build.pid)
+    assert len(workers) == 2
+    build.kill()
+    build.wait()
+    deadline = time.monotonic() + 15
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if _running(pid)]
+    for pid in left:  # not to leave them on this machine when the spec fails
+        os.kill(pid, 9)
+    assert not left
