@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +31,7 @@ from c360_pipelines.model import (
 )
 
 INSERT_CHUNK_ROWS = 50_000
+INDEX_SORT_CACHE_KIB = 4096  # about SQLite's smallest sorter run (250 pages of 16 KiB)
 ANALYZE_AFTER_ROWS = 1_000
 
 
@@ -184,8 +185,26 @@ def indexes_rebuilt_after(connection: sa.Connection, tables: Iterable[str],
     for index in indexes:
         index.drop(connection)
     yield
-    for index in indexes:
-        index.create(connection)
+    with _sorting_in_parallel(connection) if indexes else nullcontext():
+        for index in indexes:
+            index.create(connection)
+
+
+@contextmanager
+def _sorting_in_parallel(connection: sa.Connection) -> Iterator[None]:
+    """On SQLite, a small page cache while building indexes: its sorter keeps at most a cache's worth in memory,
+    so a large index is sorted in runs, which the helper threads (`PRAGMA threads`) sort side by side. With the
+    whole sort in one 256 MiB run it took one core: the four largest profile indexes of the 1M build took 2.1 s
+    instead of 3.5 to 4.0, at the same CPU."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    kept = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{INDEX_SORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size={kept}")
 
 
 def fill_temporary_table(connection: sa.Connection, name: str, frame: pd.DataFrame, key: str) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from resources.warehouse import ANALYZE_AFTER_ROWS, WarehouseResource
+from c360_pipelines.model import TABLES
+from resources.warehouse import ANALYZE_AFTER_ROWS, WarehouseResource, indexes_rebuilt_after
 
 
 def xref_rows(count: int) -> pd.DataFrame:
@@ -43,3 +46,19 @@ def test_an_index_added_in_a_later_version_is_created_on_an_existing_warehouse(w
     with warehouse.engine.connect() as connection:
         names = {index["name"] for index in sa.inspect(connection).get_indexes("event_delivery")}
     assert "ix_event_delivery__subscriber__seq" in names
+
+
+def test_indexes_dropped_for_a_bulk_load_are_built_again_and_the_page_cache_is_as_before(tmp_path: Path) -> None:
+    warehouse = WarehouseResource(url=f"sqlite:///{tmp_path / 'warehouse.db'}")
+    warehouse.ensure_tables()
+
+    def indexes(connection: sa.Connection) -> set[str]:
+        return {row[0] for row in connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'golden_profile'")}
+
+    with warehouse.transaction() as connection:
+        cache = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+        with indexes_rebuilt_after(connection, ["golden_profile"]):
+            assert indexes(connection) == set()
+        assert indexes(connection) == {index.name for index in TABLES["golden_profile"].indexes}
+        assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == cache
