@@ -99,7 +99,8 @@ def rules_fingerprint(config: C360Config) -> str:
 def load_profile_input(source: WarehouseResource | sa.Connection, scoped: bool = False
                        ) -> tuple[ProfileInput, pd.DataFrame]:
     """Every person record, contact point and engagement row, each with its c360_id and recency; with `scoped`,
-    only those of the people listed in the connection's temporary `profile_scope` table."""
+    only those of the people listed in the connection's temporary `profile_scope` table (without, that table is
+    filled with every 360 ID: both read the same way)."""
     if isinstance(source, WarehouseResource):
         with source.engine.connect() as connection:
             return load_profile_input(connection, scoped)
