@@ -9,7 +9,7 @@ small when most people never, say, opened a ticket.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -85,17 +85,19 @@ def _compute(rows: pd.DataFrame, person: np.ndarray, people: np.ndarray, name: s
         frame["number"] = None
     elif pd.api.types.is_numeric_dtype(frame["raw"]):
         frame["number"] = frame["raw"].astype(float).round(6)
-        frame["value"] = _numbers_text(frame["number"].to_numpy())
+        frame["value"] = numbers_as_text(frame["number"].to_numpy(), format_number)
     else:
         frame["value"] = frame["raw"].astype(str)
         frame["number"] = None
     return frame[INSIGHT_COLUMNS]
 
 
-def _numbers_text(numbers: np.ndarray) -> np.ndarray:
-    """`format_number` of each number, made once per distinct value (counts and amounts repeat a lot)."""
-    distinct, inverse = np.unique(numbers, return_inverse=True)
-    return np.array([format_number(number) for number in distinct.tolist()], dtype=object)[inverse.ravel()]
+def numbers_as_text(numbers: np.ndarray, formatter: Callable[[Any], str] = str) -> np.ndarray:
+    """`formatter` of each number, made once per distinct value (counts and amounts repeat a lot). Floats are
+    told apart by their bits, so 0.0 and -0.0 keep their own text, as they do value by value."""
+    bits = numbers.view(np.int64) if numbers.dtype == np.float64 else numbers
+    _, first, inverse = np.unique(bits, return_index=True, return_inverse=True)
+    return np.array([formatter(number) for number in numbers[first].tolist()], dtype=object)[inverse.ravel()]
 
 
 def _seconds_text(times: pd.Series) -> pd.Series | np.ndarray:

@@ -22,6 +22,7 @@ import pandas as pd
 from nameparser import HumanName
 
 from c360_pipelines.core import compare
+from c360_pipelines.core.insights import numbers_as_text
 from c360_pipelines.core.standardise import name_norm
 
 STRATEGIES = ("source_priority", "most_recent", "most_frequent", "most_complete")
@@ -671,19 +672,11 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_datetime64_dtype(values.dtype):
             values = _times_as_text(values.to_numpy(dtype="datetime64[us]"))
         elif values.dtype.kind in "iub" or values.dtype == np.float64:
-            values = _numbers_as_text(values.to_numpy())
+            values = numbers_as_text(values.to_numpy())
         elif values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
             values = values.astype(str)  # a column of strings is its own text: str() per value was half the time
         text[column] = np.where(missing, "\x00", np.asarray(values, dtype=object))
     return pd.DataFrame(text, index=frame.index)
-
-
-def _numbers_as_text(numbers: np.ndarray) -> np.ndarray:
-    """str() of each number, made once per distinct value (counts and amounts repeat a lot). Floats are told
-    apart by their bits, so 0.0 and -0.0 keep their own text, as they do value by value."""
-    bits = numbers.view(np.int64) if numbers.dtype == np.float64 else numbers
-    _, first, inverse = np.unique(bits, return_index=True, return_inverse=True)
-    return np.array([str(number) for number in numbers[first].tolist()], dtype=object)[inverse.ravel()]
 
 
 def _times_as_text(stamps: np.ndarray) -> np.ndarray:
