@@ -401,10 +401,12 @@ def _rankable(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ign
     empty = pd.isna(values) | np.array([type(value) is str and not value.strip() for value in values.tolist()],
                                        dtype=bool)
     has_key = candidates["key"].notna().to_numpy()
+    # take, not a boolean index: the rows come as a frame of its own, so the columns below are added to it in
+    # place (assign copied every column of it once more: a fifth of ranking)
     if ignore_empty:
-        frame = candidates[~empty & has_key]
+        frame = candidates.take(np.flatnonzero(~empty & has_key))
     else:  # a record without the value competes with an empty one: under most_recent, a later blank clears it
-        frame = candidates[empty | has_key].copy()
+        frame = candidates.take(np.flatnonzero(empty | has_key))
         blank = empty[empty | has_key]
         frame.loc[blank, ["value", "key"]] = [None, EMPTY_KEY]
     key_code = pd.factorize(frame["key"], sort=True)[0]
@@ -414,12 +416,12 @@ def _rankable(candidates: pd.DataFrame, rule: Rule, source_order: list[str], ign
     rank = {source: position for position, source in enumerate(order)}
     source_codes, sources = pd.factorize(frame["source"])
     source_rank = np.array([rank.get(source, len(rank)) for source in sources], dtype=np.int64)
-    return frame.assign(
-        key_code=key_code,
-        frequency=np.bincount(person_and_key)[person_and_key] if len(frame) else np.zeros(0, dtype=np.int64),
-        length=[len(value) if type(value) is str else len(str(value)) for value in frame["value"].tolist()],
-        source_rank=source_rank[source_codes] if len(frame) else np.zeros(0, dtype=np.int64),
-    )
+    frame["key_code"] = key_code
+    frame["frequency"] = np.bincount(person_and_key)[person_and_key] if len(frame) else np.zeros(0, dtype=np.int64)
+    frame["length"] = np.array([len(value) if type(value) is str else len(str(value))
+                                for value in frame["value"].tolist()], dtype=np.int64)
+    frame["source_rank"] = source_rank[source_codes] if len(frame) else np.zeros(0, dtype=np.int64)
+    return frame
 
 
 def _criteria_for(strategy: str, by_spelling: bool) -> list[str]:
@@ -539,35 +541,38 @@ _STATUS_RANK = {OK: 0, PLACEHOLDER: 1, INVALID: 2}
 
 def collapse_contact_points(candidates: pd.DataFrame, winners: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Every distinct contact point of each person: its sources and records, first and last seen, primary or not."""
-    rows = candidates[(candidates["key"].notna() & candidates["value"].notna()).to_numpy()]
-    if rows.empty:
+    # the columns needed, at the rows that count, taken one by one: filtering the whole candidate frame first
+    # copied every column of it, the address parts too
+    at = np.flatnonzero((candidates["key"].notna() & candidates["value"].notna()).to_numpy())
+    if not len(at):
         return pd.DataFrame(columns=POINT_COLUMNS)
-    person = rows["person"].to_numpy()
-    key_code, keys = pd.factorize(rows["key"], sort=True)
-    status_rank = rows["status"].map(_STATUS_RANK).to_numpy()
-    order = np.lexsort([rows["record_code"].to_numpy(), status_rank, key_code, person])
+
+    def column(name: str) -> np.ndarray:
+        return candidates[name].to_numpy()[at]
+
+    person, key, status = column("person"), column("key"), column("status")
+    key_code, keys = pd.factorize(key, sort=True)
+    status_rank = pd.Series(status).map(_STATUS_RANK).to_numpy()
+    order = np.lexsort([column("record_code"), status_rank, key_code, person])
     point_code = person[order].astype(np.int64) * len(keys) + key_code[order]
     starts = _run_starts(point_code)
     first_rows = order[starts]
-    updated, extracted = rows["updated_ns"].to_numpy(), rows["extracted_ns"].to_numpy()
+    updated, extracted = column("updated_ns"), column("extracted_ns")
     seen = np.where(updated == _NEVER, extracted, updated)[order]
-    records = rows["record"].to_numpy(dtype=object)[order].tolist()
-    points = pd.DataFrame({
-        "person": person[first_rows],
-        "c360_id": rows["c360_id"].to_numpy()[first_rows],
-        "value_key": rows["key"].to_numpy()[first_rows],
-        "value": rows["value"].to_numpy()[first_rows],
-        "status": rows["status"].to_numpy()[first_rows],
-        "detail": _first_present(rows["detail"].to_numpy(dtype=object)[order], starts),
-        "first_seen": pd.to_datetime(np.minimum.reduceat(seen, starts).astype("datetime64[ns]")),
-        "last_seen": pd.to_datetime(np.maximum.reduceat(seen, starts).astype("datetime64[ns]")),
-        "records": _join_runs(records, starts, ","),
-        "sources": _distinct_sources(rows["source"].to_numpy(dtype=object)[order], starts),
-    })
     primary = pd.Series(winners["key"].to_numpy(), index=winners["person"].to_numpy())
-    points["is_primary"] = points["value_key"].to_numpy() == primary.reindex(points["person"]).to_numpy()
-    points["kind"] = kind
-    return points[POINT_COLUMNS]
+    return pd.DataFrame({
+        "c360_id": column("c360_id")[first_rows],
+        "kind": kind,
+        "value": column("value")[first_rows],
+        "value_key": key[first_rows],
+        "status": status[first_rows],
+        "detail": _first_present(column("detail").astype(object)[order], starts),
+        "is_primary": key[first_rows] == primary.reindex(person[first_rows]).to_numpy(),
+        "sources": _distinct_sources(column("source").astype(object)[order], starts),
+        "records": _join_runs(column("record").astype(object)[order].tolist(), starts, ","),
+        "first_seen": np.minimum.reduceat(seen, starts).astype("datetime64[ns]"),
+        "last_seen": np.maximum.reduceat(seen, starts).astype("datetime64[ns]"),
+    }, columns=POINT_COLUMNS)
 
 
 def _first_present(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
