@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from c360_pipelines.model import TABLES
-from resources.warehouse import ANALYZE_AFTER_ROWS, WarehouseResource, indexes_rebuilt_after
+from c360_pipelines.model import MODELS, TABLES, columns_of
+from resources.warehouse import (
+    ANALYZE_AFTER_ROWS,
+    SQLITE_STATEMENT_PARAMETERS,
+    WarehouseResource,
+    indexes_rebuilt_after,
+)
 
 
 def xref_rows(count: int) -> pd.DataFrame:
@@ -35,6 +41,36 @@ def test_a_small_insert_writes_its_rows_without_further_work(warehouse_url: str)
     with warehouse.transaction() as connection:
         assert warehouse.insert_rows("xref", xref_rows(10), connection) == 10
     assert warehouse.count("xref") == 10
+
+
+# rows of profile_contact_points that one INSERT takes on SQLite, and counts around it
+ROWS_PER_STATEMENT = SQLITE_STATEMENT_PARAMETERS // len(columns_of(MODELS["profile_contact_points"]))
+
+
+@pytest.mark.parametrize("count", [1, ROWS_PER_STATEMENT - 1, ROWS_PER_STATEMENT, ROWS_PER_STATEMENT + 1,
+                                   2 * ROWS_PER_STATEMENT + 7])
+def test_a_bulk_insert_stores_every_row_and_value_however_the_rows_fall_into_statements(
+        warehouse_url: str, count: int) -> None:
+    warehouse = WarehouseResource(url=warehouse_url)
+    warehouse.ensure_tables()
+    seen = pd.Timestamp("2024-05-01 10:00:00")
+    points = pd.DataFrame({
+        "c360_id": [f"c360_{n:06d}" for n in range(count)], "kind": "email",
+        "value": [f"person{n}@example.com" for n in range(count)], "value_key": [f"person{n}" for n in range(count)],
+        "status": "ok", "detail": [None if n % 3 else "example.com" for n in range(count)],
+        "is_primary": [n % 2 == 0 for n in range(count)], "sources": "crm", "records": [f"crm:{n}" for n in range(count)],
+        "first_seen": [seen + pd.Timedelta(seconds=n) for n in range(count)],
+        "last_seen": [pd.NaT if n % 4 == 0 else seen + pd.Timedelta(days=1, microseconds=n) for n in range(count)]})
+    with warehouse.transaction() as connection:
+        assert warehouse.insert_rows("profile_contact_points", points, connection) == count
+    stored = pd.read_sql(sa.select(TABLES["profile_contact_points"]).order_by("c360_id"), warehouse.engine)
+    assert stored["c360_id"].tolist() == points["c360_id"].tolist()
+    assert stored["detail"].where(stored["detail"].notna(), None).tolist() == points["detail"].tolist()
+    assert stored["is_primary"].astype(bool).tolist() == points["is_primary"].tolist()
+    assert pd.to_datetime(stored["first_seen"]).tolist() == points["first_seen"].tolist()
+    last_seen = [None if pd.isna(t) else pd.Timestamp(t).to_pydatetime() for t in stored["last_seen"]]
+    assert last_seen == [None if pd.isna(t) else t.to_pydatetime() for t in points["last_seen"]]
+    assert all(isinstance(t, dt.datetime) for t in last_seen if t is not None)
 
 
 def test_an_index_added_in_a_later_version_is_created_on_an_existing_warehouse(warehouse_url: str) -> None:
