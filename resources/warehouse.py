@@ -20,6 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from c360_pipelines.config import ConfigError
+from c360_pipelines.core.insights import times_as_text as _times_text
 from c360_pipelines.model import (
     MODELS,
     PROFILE_MODELS,
@@ -265,8 +266,8 @@ def _python_rows(frame: pd.DataFrame, table: str, columns: Sequence[str], times_
             # already times: to_datetime would still walk every value to decide whether to cache (3 s at 1M)
             times = series if pd.api.types.is_datetime64_any_dtype(series) else pd.to_datetime(series, errors="coerce")
             stamps = times.to_numpy(dtype="datetime64[us]")
-            values = _times_as_text(stamps) if times_as_text else stamps.astype(object).tolist()
-            rows[:, position] = np.fromiter(values, dtype=object, count=len(values))
+            # as text made once per distinct time (a Python f-string per value was 2 s of the 1M profile build)
+            rows[:, position] = _times_text(stamps, whole_seconds_short=True) if times_as_text else stamps.astype(object)
         elif column in day_columns:
             values = _days_as_text(series) if times_as_text else [_as_date(v) for v in series]
             rows[:, position] = np.fromiter(values, dtype=object, count=len(values))
@@ -275,16 +276,6 @@ def _python_rows(frame: pd.DataFrame, table: str, columns: Sequence[str], times_
             plain[pd.isna(plain)] = None
             rows[:, position] = plain
     return rows
-
-
-def _times_as_text(stamps: np.ndarray) -> list[str | None]:
-    """`datetime.isoformat(" ")` of each time (no fraction when it is whole seconds), None for NaT; made with
-    numpy's string functions for the whole column (a Python f-string per value was 2 s of the 1M profile build)."""
-    texts = np.char.replace(np.datetime_as_string(stamps, unit="us"), "T", " ")
-    whole = stamps.view(np.int64) % 1_000_000 == 0
-    made = np.where(whole, texts.astype("U19"), texts).astype(object)
-    made[np.isnat(stamps)] = None
-    return made.tolist()
 
 
 def _days_as_text(series: pd.Series) -> list[str | None]:

@@ -100,6 +100,20 @@ def numbers_as_text(numbers: np.ndarray, formatter: Callable[[Any], str] = str) 
     return np.array([formatter(number) for number in numbers[first].tolist()], dtype=object)[inverse.ravel()]
 
 
+def times_as_text(stamps: np.ndarray, whole_seconds_short: bool = False) -> np.ndarray:
+    """Each time (datetime64[us]) as `YYYY-MM-DD HH:MM:SS.ffffff`, or with `whole_seconds_short` without the
+    fraction when it is zero (`datetime.isoformat(" ")`); None for NaT. Made by numpy once per distinct time:
+    a person's times repeat across their contact points, and a part's across its people."""
+    distinct, inverse = np.unique(stamps.view(np.int64), return_inverse=True)
+    times = distinct.view("datetime64[us]")
+    texts = np.char.replace(np.datetime_as_string(times, unit="us"), "T", " ")
+    if whole_seconds_short:
+        texts = np.where(distinct % 1_000_000 == 0, texts.astype("U19"), texts)
+    made = texts.astype(object)
+    made[np.isnat(times)] = None
+    return made[inverse.ravel()]
+
+
 def _seconds_text(times: pd.Series) -> pd.Series | np.ndarray:
     """`YYYY-MM-DDTHH:MM:SS` of each time; for naive times made by numpy for the whole column (pandas' strftime
     formats value by value and was a third of the insights' time)."""

@@ -22,7 +22,7 @@ import pandas as pd
 from nameparser import HumanName
 
 from c360_pipelines.core import compare
-from c360_pipelines.core.insights import numbers_as_text
+from c360_pipelines.core.insights import numbers_as_text, times_as_text
 from c360_pipelines.core.standardise import name_norm
 
 STRATEGIES = ("source_priority", "most_recent", "most_frequent", "most_complete")
@@ -675,18 +675,13 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     for column, values in frame.items():
         missing = values.isna().to_numpy()
         if pd.api.types.is_datetime64_dtype(values.dtype):
-            values = _times_as_text(values.to_numpy(dtype="datetime64[us]"))
+            # Always with the fraction: pandas' own text for a column drops it, or the time of day, when no time
+            # in it has one, and a profile's fingerprint then changed with the profiles it was built with. This is
+            # the text pandas gives a column of times with microseconds, so earlier fingerprints stay the same.
+            values = times_as_text(values.to_numpy(dtype="datetime64[us]"))
         elif values.dtype.kind in "iub" or values.dtype == np.float64:
             values = numbers_as_text(values.to_numpy())
         elif values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
             values = values.astype(str)  # a column of strings is its own text: str() per value was half the time
         text[column] = np.where(missing, "\x00", np.asarray(values, dtype=object))
     return pd.DataFrame(text, index=frame.index)
-
-
-def _times_as_text(stamps: np.ndarray) -> np.ndarray:
-    """Each time as `YYYY-MM-DD HH:MM:SS.ffffff`, whatever the others are. pandas' own text for a column drops the
-    fraction, or the time of day, when no time in it has one: a profile's fingerprint then changed with the
-    profiles it happened to be built with. This is the text pandas gives a column of times with microseconds, so
-    fingerprints made that way before stay the same; made with numpy for the whole column, in half the time."""
-    return np.char.replace(np.datetime_as_string(stamps, unit="us"), "T", " ").astype(object)
