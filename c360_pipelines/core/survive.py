@@ -23,6 +23,7 @@ from nameparser import HumanName
 
 from c360_pipelines.core import compare
 from c360_pipelines.core.insights import numbers_as_text, times_as_text
+from c360_pipelines.core.records import record_key
 from c360_pipelines.core.standardise import name_norm
 
 STRATEGIES = ("source_priority", "most_recent", "most_frequent", "most_complete")
@@ -144,7 +145,7 @@ def coded(data: ProfileInput) -> ProfileInput:
     """The input with integer codes every frame shares: person (by sorted c360_id), record (by sorted
     source:id), and recency as int64 nanoseconds (empty = oldest)."""
     people = _people_of(data.records)
-    record_names = data.records["source"].astype(str) + ":" + data.records["source_record_id"].astype(str)
+    record_names = record_key(data.records["source"], data.records["source_record_id"])
     names = pd.Index(np.sort(record_names.unique()))
     records = _with_codes(data.records, people, names)
     return ProfileInput(records, *(_with_record_codes(frame, records) if RECORD_INDEX in frame.columns
@@ -155,7 +156,7 @@ def coded(data: ProfileInput) -> ProfileInput:
 def _with_codes(frame: pd.DataFrame, people: np.ndarray, records: pd.Index) -> pd.DataFrame:
     frame = frame.copy()
     frame["person"] = pd.Categorical(frame["c360_id"], categories=people).codes.astype(np.int64)
-    frame["record"] = (frame["source"].astype(str) + ":" + frame["source_record_id"].astype(str)).to_numpy()
+    frame["record"] = record_key(frame["source"], frame["source_record_id"]).to_numpy()
     frame["record_code"] = records.get_indexer(frame["record"]).astype(np.int64)
     frame["updated_ns"] = _nanoseconds(frame["updated_at"])
     frame["extracted_ns"] = _nanoseconds(frame["extracted_at"])
@@ -180,7 +181,7 @@ def _ensure_codes(rows: pd.DataFrame) -> pd.DataFrame:
     if "person" in rows.columns:
         return rows
     people = _people_of(rows)
-    names = rows["source"].astype(str) + ":" + rows["source_record_id"].astype(str)
+    names = record_key(rows["source"], rows["source_record_id"])
     return _with_codes(rows, people, pd.Index(np.sort(names.unique())))
 
 
